@@ -13,14 +13,27 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 
-# (module, name, help). A stage appears here once it has real commands.
+# ("module" or "module:attribute" holding a typer app or a command function, name, help).
+# A stage appears here once it has real commands.
 _STAGES: list[tuple[str, str, str]] = [
     ("hcx.data.cli", "data", "Build the pretraining corpus (SPEC §1)."),
+    (
+        "hcx.tokenizer.cli",
+        "tokenizer",
+        "Train and compare the morphology-aware byte-level BPE tokenizer (SPEC §2).",
+    ),
+    (
+        "hcx.train.cli",
+        "pretrain",
+        "Pretrain the decoder with FIM and the two-stage context schedule (SPEC §3-§4).",
+    ),
+    ("hcx.align.cli:sft", "sft", "Supervised fine-tuning on assistant turns (SPEC §5.1)."),
+    ("hcx.align.cli:rm", "rm", "Train the reward model with the Bradley-Terry loss (SPEC §5.2)."),
 ]
 
-for module_name, name, help_text in _STAGES:
-    module = importlib.import_module(module_name)
-    sub = module.app
+for target, name, help_text in _STAGES:
+    module_name, _, attribute = target.partition(":")
+    sub = getattr(importlib.import_module(module_name), attribute or "app")
     if isinstance(sub, typer.Typer):
         app.add_typer(sub, name=name, help=help_text)
     else:

@@ -14,9 +14,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from hcx.model import Transformer
+from hcx.model import ModelConfig, Transformer
+from hcx.model.hf import export_hf, import_hf
 
 STATS_FILE = "reward_stats.json"
 
@@ -37,6 +39,10 @@ class RewardModel(nn.Module):
         hidden = self.backbone(tokens)
         last = hidden[torch.arange(tokens.shape[0], device=tokens.device), lengths - 1]
         return self.head(last).squeeze(-1).float()
+
+    def token_values(self, tokens: Tensor) -> Tensor:
+        """The head at every position (B, T): PPO's value network is this model, initialised from the RM."""
+        return self.head(self.backbone(tokens)).squeeze(-1).float()
 
 
 @dataclass(frozen=True)
@@ -67,3 +73,51 @@ class RewardStats:
     @classmethod
     def measure(cls, rewards: Tensor, clip: float = 5.0) -> RewardStats:
         return cls(float(rewards.mean()), float(rewards.std(unbiased=False)), clip)
+
+
+def export_reward_model(
+    state: dict[str, Tensor],
+    cfg: ModelConfig,
+    rope_base: float,
+    out: str | Path,
+    tokenizer_dir: str | Path,
+    stats: RewardStats,
+) -> Path:
+    """Write the reward model as a Hugging Face ``LlamaForSequenceClassification`` directory.
+
+    ``state`` is the full (gathered) state dict of a :class:`RewardModel`. The directory also
+    holds the tokenizer and ``reward_stats.json``; ``transformers`` scores the last non-padding
+    token, which is where our head reads (sequences are right-padded with the pad token).
+    """
+    backbone = Transformer(cfg)
+    backbone.output = None
+    backbone.load_state_dict(
+        {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+    )
+    backbone.set_rope_base(rope_base)
+    out = export_hf(backbone, out, tokenizer_dir)
+    weights = load_file(out / "model.safetensors")
+    weights["score.weight"] = state["head.weight"].detach().float().contiguous().cpu()
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    config_path = out / "config.json"
+    config = json.loads(config_path.read_text())
+    config.update(
+        architectures=["LlamaForSequenceClassification"], id2label={"0": "reward"}, label2id={"reward": 0}
+    )
+    config_path.write_text(json.dumps(config, indent=2))
+    stats.save(out)
+    return out
+
+
+def load_reward_model(directory: str | Path) -> tuple[RewardModel, RewardStats]:
+    """A reward model exported by :func:`export_reward_model`, with its normalisation statistics."""
+    directory = Path(directory)
+    stats = RewardStats.load(directory)
+    extra: dict[str, Tensor] = {}
+    backbone = import_hf(directory, extra=extra)
+    if "score.weight" not in extra or backbone.output is not None:
+        raise ValueError(f"{directory}: not a reward model export (expected a 'score' head and no lm_head)")
+    model = RewardModel(backbone)
+    with torch.no_grad():
+        model.head.weight.copy_(extra["score.weight"])
+    return model, stats

@@ -1,0 +1,136 @@
+"""Turning finished rollouts into PPO experience (SPEC §5.3).
+
+Rollouts are right-padded into one batch; the frozen reference and the value network each
+take one batched forward, the reward is scored, and everything is gathered into *response
+coordinates* (B, R): column ``j`` is the ``j``-th generated token, predicted at sequence
+position ``prompt_len - 1 + j``. The "old" log-probabilities are the behaviour policy's,
+recorded by the engine as it sampled: with asynchronous rollouts the learner's policy may
+already be a version ahead, and PPO's ratio must be taken against what actually sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from hcx.align.losses import gae, kl_shaped_rewards, repeated_ngram_mask
+
+
+@dataclass
+class Rollout:
+    """One sampled response, with the log-probabilities the generating (behaviour) policy gave it."""
+
+    prompt_ids: list[int]
+    response_ids: list[int]
+    logprobs: list[float]
+    text: str
+    version: int
+
+
+@dataclass
+class Experience:
+    """A batch of rollouts in response coordinates; every tensor is (B, R) unless noted."""
+
+    tokens: Tensor  # (B, L) prompt + response, right-padded
+    index: Tensor  # position in the shifted sequence of each response token
+    mask: Tensor
+    old_logprobs: Tensor
+    ref_logprobs: Tensor
+    values: Tensor
+    rewards: Tensor
+    advantages: Tensor
+    returns: Tensor
+    repeated: Tensor
+    scores: Tensor  # (B,)
+    staleness: Tensor  # (B,)
+
+    def __len__(self) -> int:
+        return self.tokens.shape[0]
+
+    def select(self, rows: Tensor) -> Experience:
+        return Experience(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+
+
+def concat(parts: Sequence[Experience]) -> Experience:
+    """One experience from several; sequences and responses padded to the widest."""
+    out = {}
+    for f in fields(Experience):
+        tensors = [getattr(p, f.name) for p in parts]
+        if tensors[0].dim() == 2:
+            width = max(t.shape[1] for t in tensors)
+            tensors = [F.pad(t, (0, width - t.shape[1])) for t in tensors]
+        out[f.name] = torch.cat(tensors)
+    return Experience(**out)
+
+
+def layout(rollouts: Sequence[Rollout], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Right-padded tokens (B, L), response positions (B, R) in the shifted sequence, response mask."""
+    sequences = [r.prompt_ids + r.response_ids for r in rollouts]
+    width = max(len(s) for s in sequences)
+    response_width = max(1, max(len(r.response_ids) for r in rollouts))
+    tokens = torch.full((len(rollouts), width), pad_id, dtype=torch.long)
+    index = torch.zeros((len(rollouts), response_width), dtype=torch.long)
+    mask = torch.zeros((len(rollouts), response_width))
+    for row, (rollout, seq) in enumerate(zip(rollouts, sequences, strict=True)):
+        tokens[row, : len(seq)] = torch.tensor(seq)
+        n, start = len(rollout.response_ids), len(rollout.prompt_ids) - 1
+        index[row] = (start + torch.arange(response_width)).clamp(max=width - 2)
+        mask[row, :n] = 1.0
+    return tokens, index, mask
+
+
+def response_logits(model: nn.Module, tokens: Tensor, index: Tensor) -> Tensor:
+    """Logits (B, R, V) that predict each response token."""
+    logits = model(tokens)[:, :-1]
+    return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1])).float()
+
+
+def token_logprobs(logits: Tensor, tokens: Tensor, index: Tensor) -> Tensor:
+    targets = tokens[:, 1:].gather(1, index)
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+
+
+def response_values(value_model: nn.Module, tokens: Tensor, index: Tensor) -> Tensor:
+    return value_model.token_values(tokens)[:, :-1].gather(1, index)
+
+
+@torch.no_grad()
+def make_experience(
+    rollouts: Sequence[Rollout],
+    reference: nn.Module,
+    value_model: nn.Module,
+    scores: Tensor,
+    pad_id: int,
+    kl_coef: float,
+    gamma: float,
+    lam: float,
+    ngram: int,
+    version: int,
+) -> Experience:
+    tokens, index, mask = layout(rollouts, pad_id)
+    old = torch.zeros_like(mask)
+    for row, rollout in enumerate(rollouts):
+        old[row, : len(rollout.logprobs)] = torch.tensor(rollout.logprobs)
+    ref = token_logprobs(response_logits(reference, tokens, index), tokens, index) * mask
+    values = response_values(value_model, tokens, index) * mask
+    rewards = kl_shaped_rewards(scores.float(), old, ref, mask, kl_coef)
+    advantages, returns = gae(rewards, values, mask, gamma, lam)
+    responses = tokens[:, 1:].gather(1, index)
+    return Experience(
+        tokens=tokens,
+        index=index,
+        mask=mask,
+        old_logprobs=old,
+        ref_logprobs=ref,
+        values=values,
+        rewards=rewards,
+        advantages=advantages,
+        returns=returns,
+        repeated=repeated_ngram_mask(responses, mask, ngram) * mask,
+        scores=scores.float(),
+        staleness=torch.tensor([version - r.version for r in rollouts], dtype=torch.float),
+    )

@@ -1,0 +1,180 @@
+"""Reward-model training (SPEC §5.2): ``hcx rm RECIPE``.
+
+The post-SFT model gets a randomly initialised linear head; every comparison of a prompt's
+responses enters the same step's Bradley-Terry loss; training runs one epoch by default.
+Afterwards the reward mean and standard deviation over the training responses are stored
+for PPO's normalisation, and held-out pairwise accuracy is reported per language.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from hcx.align.config import RmConfig
+from hcx.align.losses import bradley_terry_loss, pairwise_accuracy
+from hcx.align.preferences import PreferenceGroup, read_preferences
+from hcx.align.reward_model import RewardModel, RewardStats, export_reward_model
+from hcx.model.hf import import_hf
+from hcx.records import ReadReport
+from hcx.tokenizer import load
+from hcx.train.checkpoint import CheckpointSaved
+from hcx.train.loop import Trainer, TrainResult, is_rank0
+
+
+def collate_groups(
+    groups: Sequence[PreferenceGroup], pad_id: int
+) -> tuple[torch.Tensor, torch.Tensor, list, list]:
+    """Right-padded responses of all groups, their lengths, and flat (better, worse) indices."""
+    sequences = [seq for group in groups for seq in group.sequences]
+    width = max(len(s) for s in sequences)
+    tokens = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        tokens[row, : len(seq)] = torch.tensor(seq)
+    lengths = torch.tensor([len(s) for s in sequences])
+    better, worse, offset = [], [], 0
+    for group in groups:
+        better.extend(offset + i for i, _ in group.pairs)
+        worse.extend(offset + j for _, j in group.pairs)
+        offset += len(group.sequences)
+    return tokens, lengths, better, worse
+
+
+class RmTrainer(Trainer):
+    stage = "rm"
+
+    def __init__(self, cfg: RmConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None):
+        super().__init__(cfg, on_checkpoint)
+        self.cfg: RmConfig = cfg
+        self.tokenizer_dir = Path(cfg.tokenizer or cfg.init)
+        self.tokenizer = load(self.tokenizer_dir)
+        backbone = import_hf(cfg.init)
+        self.model_cfg, self.rope_base = backbone.cfg, backbone.rope_base
+        max_len = cfg.max_len or backbone.cfg.max_seq_len
+        self.read_report = ReadReport()
+        self.train_groups: list[PreferenceGroup] = []
+        self.held_out: dict[str, list[PreferenceGroup]] = {}
+        for source in cfg.sources:
+            groups = read_preferences(
+                source.path,
+                self.tokenizer,
+                max_len,
+                cfg.bad_records,
+                source.language,
+                report=self.read_report,
+            )
+            random.Random(cfg.seed).shuffle(groups)
+            self.held_out.setdefault(source.language, []).extend(groups[: cfg.held_out])
+            self.train_groups.extend(groups[cfg.held_out :])
+        if cfg.max_samples is not None:
+            self.train_groups = self.train_groups[: cfg.max_samples]
+        if not self.train_groups:
+            raise ValueError("rm: no training pairs left after the held-out split; check rm.sources")
+        self.epoch, self.index = 0, 0
+        self.steps_per_epoch = math.ceil(len(self.train_groups) / (cfg.prompts_per_step * self.mesh.dp))
+        model = RewardModel(backbone, seed=cfg.seed)
+        model.backbone = self.shard(model.backbone)
+        if self.mesh.dp > 1:
+            from torch.distributed.fsdp import fully_shard
+
+            fully_shard(model, mesh=self.mesh.mesh["dp"])
+        self.attach(
+            model,
+            cfg.steps or cfg.epochs * self.steps_per_epoch,
+            {"model": backbone.cfg.model_dump(mode="json"), "head": "linear"},
+        )
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        order = list(range(len(self.train_groups)))
+        random.Random(self.cfg.seed + epoch).shuffle(order)
+        return order
+
+    # --- Trainer hooks ---------------------------------------------------------------------
+    def next_batch(self) -> list[PreferenceGroup]:
+        if self.index >= self.steps_per_epoch:
+            self.epoch, self.index = self.epoch + 1, 0
+        order = self._epoch_order(self.epoch)
+        per_step = self.cfg.prompts_per_step
+        start = (self.index * self.mesh.dp + self.mesh.dp_rank) * per_step
+        self.index += 1
+        return [self.train_groups[i] for i in order[start : start + per_step]] or [
+            self.train_groups[order[0]]
+        ]
+
+    def compute_loss(self, batch: list[PreferenceGroup]) -> tuple[torch.Tensor, int]:
+        tokens, lengths, better, worse = collate_groups(batch, self.tokenizer.pad_id)
+        rewards = self.module(tokens.to(self.mesh.device), lengths.to(self.mesh.device))
+        return bradley_terry_loss(rewards[better], rewards[worse]), int(lengths.sum())
+
+    def data_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+
+    # --- after training --------------------------------------------------------------------
+    @torch.no_grad()
+    def rewards(self, groups: Sequence[PreferenceGroup]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """All responses' rewards, and those of the better and worse side of every pair."""
+        self.module.eval()
+        all_rewards, better, worse = [], [], []
+        for start in range(0, len(groups), self.cfg.prompts_per_step):
+            tokens, lengths, b, w = collate_groups(
+                groups[start : start + self.cfg.prompts_per_step], self.tokenizer.pad_id
+            )
+            with self.autocast():
+                r = self.module(tokens.to(self.mesh.device), lengths.to(self.mesh.device)).cpu()
+            all_rewards.append(r)
+            better.append(r[b])
+            worse.append(r[w])
+        self.module.train()
+        return torch.cat(all_rewards), torch.cat(better), torch.cat(worse)
+
+    def held_out_accuracy(self) -> dict[str, float]:
+        accuracy = {}
+        for language, groups in self.held_out.items():
+            if groups:
+                _, better, worse = self.rewards(groups)
+                accuracy[language] = pairwise_accuracy(better, worse)
+        return accuracy
+
+    def export(self, stats: RewardStats) -> Path | None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(
+            self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        if not is_rank0():
+            return None
+        out = Path(self.cfg.export_dir or self.out / "final")
+        return export_reward_model(state, self.model_cfg, self.rope_base, out, self.tokenizer_dir, stats)
+
+
+def train_reward_model(
+    cfg: RmConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None
+) -> TrainResult:
+    trainer = RmTrainer(cfg, on_checkpoint)
+    accuracy_before = trainer.held_out_accuracy()
+    result = trainer.train()
+    train_rewards, _, _ = trainer.rewards(trainer.train_groups)
+    stats = RewardStats.measure(train_rewards, cfg.reward_clip)
+    accuracy_after = trainer.held_out_accuracy()
+    export_dir = trainer.export(stats) if trainer.step == trainer.total_steps else None
+    result.metrics = {
+        "held_out_accuracy_before": accuracy_before,
+        "held_out_accuracy": accuracy_after,
+        "train_pairs": sum(len(g.pairs) for g in trainer.train_groups),
+        "reward_mean": stats.mean,
+        "reward_std": stats.std,
+        "skipped": trainer.read_report.as_dict(),
+        "export_dir": str(export_dir) if export_dir else None,
+    }
+    if is_rank0():
+        (trainer.out / "rm_summary.json").write_text(json.dumps(result.metrics, indent=1, ensure_ascii=False))
+    return result

@@ -1,0 +1,201 @@
+"""Supervised fine-tuning (SPEC §5.1): ``hcx sft RECIPE``.
+
+Starts from a pretrained model directory (the ``hcx pretrain`` Hugging Face export),
+trains on conversations with the loss on assistant turns only, in length-grouped or
+packed batches under a token budget, with Korean and English mixed by a ratio, and
+exports the result in the same format for the reward model and PPO. The loop, sharding,
+checkpoints and resume are :class:`hcx.train.loop.Trainer`'s.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from hcx.align.batching import make_batches
+from hcx.align.config import SftConfig
+from hcx.align.conversations import IGNORE_INDEX, SftExample, read_conversations
+from hcx.model import Transformer
+from hcx.model.hf import export_hf, import_hf
+from hcx.records import ReadReport
+from hcx.tokenizer import HcxTokenizer, load
+from hcx.train.checkpoint import CheckpointSaved
+from hcx.train.loader import Batch
+from hcx.train.loop import Trainer, TrainResult, is_rank0
+from hcx.train.metrics import MetricsLog
+
+
+def mix_by_ratio(korean: list, other: list, korean_ratio: float, max_samples: int | None, seed: int) -> list:
+    """The largest mix with ``korean_ratio`` of Korean samples that the data allows, shuffled."""
+    if korean_ratio >= 1.0:
+        n_ko, n_other = len(korean), 0
+    elif korean_ratio <= 0.0:
+        n_ko, n_other = 0, len(other)
+    else:
+        total = min(len(korean) / korean_ratio, len(other) / (1 - korean_ratio))
+        n_ko = min(len(korean), round(total * korean_ratio))
+        n_other = min(len(other), round(total * (1 - korean_ratio)))
+    if max_samples is not None and n_ko + n_other > max_samples:
+        scale = max_samples / (n_ko + n_other)
+        n_ko, n_other = round(n_ko * scale), max_samples - round(n_ko * scale)
+    rng = random.Random(seed)
+    mixed = rng.sample(korean, n_ko) + rng.sample(other, n_other)
+    rng.shuffle(mixed)
+    return mixed
+
+
+def load_sft_data(
+    cfg: SftConfig, tokenizer: HcxTokenizer, max_len: int
+) -> tuple[list[SftExample], dict[str, list[SftExample]], ReadReport]:
+    """Training mix and held-out samples per language (held out before mixing, never trained on)."""
+    report = ReadReport()
+    pools: dict[str, list[SftExample]] = {}
+    held_out: dict[str, list[SftExample]] = {}
+    for source in cfg.sources:
+        examples = read_conversations(
+            source.path, tokenizer, max_len, cfg.bad_records, source.language, report=report
+        )
+        random.Random(cfg.seed).shuffle(examples)
+        held_out.setdefault(source.language, []).extend(examples[: cfg.held_out])
+        pools.setdefault(source.language, []).extend(examples[cfg.held_out :])
+    korean = pools.get("ko", [])
+    other = [e for language, pool in pools.items() if language != "ko" for e in pool]
+    mixed = mix_by_ratio(korean, other, cfg.korean_ratio, cfg.max_samples, cfg.seed)
+    if not mixed:
+        raise ValueError("sft: no training samples left after held-out split and mixing; check sft.sources")
+    return mixed, held_out, report
+
+
+def token_nll(model: torch.nn.Module, batch: Batch, packed: bool) -> tuple[torch.Tensor, int]:
+    """Summed next-token NLL over the trained (assistant) targets, and their count."""
+    logits = model(batch.inputs, positions=batch.positions, doc_ids=batch.doc_ids if packed else None)
+    nll = F.cross_entropy(
+        logits.flatten(0, 1).float(), batch.targets.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
+    )
+    return nll, int((batch.targets != IGNORE_INDEX).sum())
+
+
+class SftTrainer(Trainer):
+    stage = "sft"
+
+    def __init__(self, cfg: SftConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None):
+        super().__init__(cfg, on_checkpoint)
+        self.cfg: SftConfig = cfg
+        self.tokenizer_dir = Path(cfg.tokenizer or cfg.init)
+        self.tokenizer = load(self.tokenizer_dir)
+        model = import_hf(cfg.init)
+        if self.tokenizer.vocab_size > model.cfg.vocab_size:
+            raise ValueError(
+                f"sft.tokenizer has {self.tokenizer.vocab_size} tokens but the model {cfg.init} only "
+                f"{model.cfg.vocab_size}: they do not belong together"
+            )
+        self.model_cfg, self.rope_base = model.cfg, model.rope_base
+        max_len = cfg.max_len or model.cfg.max_seq_len
+        if max_len > model.cfg.max_seq_len:
+            raise ValueError(f"sft.max_len={max_len} exceeds the model context {model.cfg.max_seq_len}")
+        if cfg.batching == "packed" and cfg.seq_len < max_len:
+            max_len = cfg.seq_len
+        self.examples, self.held_out, self.read_report = load_sft_data(cfg, self.tokenizer, max_len)
+        self.packed = cfg.batching == "packed"
+        self.epoch, self.index = 0, 0
+        self.batches = self._epoch_batches(0)
+        per_epoch = math.ceil(len(self.batches) / self.mesh.dp)
+        self.model = self.shard(model)
+        self.attach(
+            self.model, cfg.steps or cfg.epochs * per_epoch, {"model": model.cfg.model_dump(mode="json")}
+        )
+        self.held_out_before: dict[str, float] = {}
+
+    def _epoch_batches(self, epoch: int) -> list[Batch]:
+        cfg = self.cfg
+        return make_batches(
+            self.examples,
+            cfg.batching,
+            self.tokenizer.pad_id,
+            cfg.max_tokens,
+            cfg.seq_len,
+            cfg.batch_size,
+            seed=cfg.seed + epoch,
+        )
+
+    # --- Trainer hooks ---------------------------------------------------------------------
+    def next_batch(self) -> Batch:
+        position = self.index * self.mesh.dp + self.mesh.dp_rank
+        if position >= len(self.batches):
+            self.epoch, self.index = self.epoch + 1, 0
+            self.batches = self._epoch_batches(self.epoch)
+            position = self.mesh.dp_rank
+        self.index += 1
+        return self.batches[position % len(self.batches)]
+
+    def compute_loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        nll, count = token_nll(self.module, batch.to(self.mesh.device), self.packed)
+        return nll / max(count, 1), count
+
+    def data_state(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "index": self.index}
+
+    def load_data_state(self, state: dict[str, Any]) -> None:
+        self.epoch, self.index = int(state["epoch"]), int(state["index"])
+        self.batches = self._epoch_batches(self.epoch)
+
+    def after_step(self, log: MetricsLog) -> None:
+        if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
+            log.log({"step": self.step, **{f"held_out_loss/{k}": v for k, v in self.held_out_loss().items()}})
+
+    # --- evaluation and export -------------------------------------------------------------
+    @torch.no_grad()
+    def held_out_loss(self) -> dict[str, float]:
+        """Mean assistant-token loss on each language's held-out samples."""
+        self.module.eval()
+        losses = {}
+        for language, examples in self.held_out.items():
+            total, count = 0.0, 0
+            for batch in make_batches(examples, "grouped", self.tokenizer.pad_id, 4096, 0, seed=0):
+                with self.autocast():
+                    nll, n = token_nll(self.module, batch.to(self.mesh.device), packed=False)
+                total, count = total + float(nll), count + n
+            losses[language] = total / max(count, 1)
+        self.module.train()
+        return losses
+
+    def export(self) -> Path | None:
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(
+            self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+        )
+        if not is_rank0():
+            return None
+        model = Transformer(self.model_cfg)
+        model.load_state_dict(state)
+        model.set_rope_base(self.rope_base)
+        out = Path(self.cfg.export_hf or self.out / "hf")
+        return export_hf(model, out, self.tokenizer_dir)
+
+
+def sft(cfg: SftConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None) -> TrainResult:
+    trainer = SftTrainer(cfg, on_checkpoint)
+    before = trainer.held_out_loss() if trainer.held_out else {}
+    result = trainer.train()
+    after = trainer.held_out_loss() if trainer.held_out else {}
+    hf_dir = trainer.export() if trainer.step == trainer.total_steps else None
+    result.metrics = {
+        "held_out_loss_before": before,
+        "held_out_loss_after": after,
+        "samples": len(trainer.examples),
+        "skipped": trainer.read_report.as_dict(),
+        "hf_dir": str(hf_dir) if hf_dir else None,
+    }
+    if is_rank0():
+        (trainer.out / "sft_summary.json").write_text(
+            json.dumps(result.metrics, indent=1, ensure_ascii=False)
+        )
+    return result

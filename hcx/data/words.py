@@ -1,0 +1,121 @@
+"""Word segmentation for the quality filters' word statistics (SPEC §1).
+
+datatrove's filters accept a ``WordTokenizer`` instance wherever they take a language, so
+these plug straight into its Gopher/FineWeb filters:
+
+- Korean: Kiwi morphemes. An eojeol (space-separated unit) such as ``형태소를`` is one
+  English-style "word" but two morphemes (``형태소`` + ``를``); counting morphemes gives
+  Korean documents meaningful word counts, lengths, stop words (particles) and n-grams.
+  Kiwi is slow per call, so each distinct eojeol is analysed once and cached: Korean
+  vocabulary is Zipfian, which keeps Kiwi off the critical path (see
+  ``benchmarks/corpus_throughput.py``).
+- Other languages: Unicode word runs; Han/Kana characters count as one word each, since
+  Chinese and Japanese are written without spaces.
+
+Punctuation is not a word in either (as in Gopher's whitespace words, where it sticks to
+a word), so ratios such as "words with a letter" mean the same thing in every language.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+from datatrove.utils.word_tokenizers import WordTokenizer
+
+_CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+_WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
+
+
+def _sentences(text: str) -> list[str]:
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def _spans(text: str, pieces: list[str]) -> list[tuple[int, int]]:
+    spans, start = [], 0
+    for piece in pieces:
+        begin = text.find(piece, start)
+        if begin < 0:
+            continue
+        spans.append((begin, begin + len(piece)))
+        start = begin + len(piece)
+    return spans
+
+
+class UnicodeWordTokenizer(WordTokenizer):
+    """Words are runs of letters/digits or single Han/Kana characters; punctuation is not a word."""
+
+    def word_tokenize(self, text: str) -> list[str]:
+        return _WORD.findall(text)
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return _sentences(text)
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return _spans(text, self.sent_tokenize(text))
+
+
+def _surface_morphemes(eojeol: str, tokens) -> tuple[str, ...]:
+    """Surface strings of Kiwi tokens; contracted morphemes (했 = 하 + 었) share a span and count once."""
+    pieces, end = [], 0
+    for token in tokens:
+        if token.start >= end:
+            pieces.append(eojeol[token.start : token.end])
+            end = token.end
+    return tuple(pieces)
+
+
+class KiwiWordTokenizer(WordTokenizer):
+    """Kiwi morphemes, analysed per eojeol with an LRU cache (pickles without the Kiwi model)."""
+
+    def __init__(self, model_type: str = "cong", cache_size: int = 1_000_000):
+        super().__init__("ko")
+        self.model_type = model_type
+        self.cache_size = cache_size
+        self._kiwi = None
+        self._cache: dict[str, tuple[str, ...]] = {}
+
+    def __getstate__(self) -> dict:
+        return {"model_type": self.model_type, "cache_size": self.cache_size, "language": self.language}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__(state["model_type"], state["cache_size"])
+
+    @property
+    def kiwi(self):
+        if self._kiwi is None:
+            from kiwipiepy import Kiwi
+
+            self._kiwi = Kiwi(model_type=self.model_type, num_workers=1)
+        return self._kiwi
+
+    def _analyse(self, eojeols: list[str]) -> None:
+        for eojeol, tokens in zip(eojeols, self.kiwi.tokenize(eojeols), strict=True):
+            self._cache[eojeol] = _surface_morphemes(eojeol, tokens) or (eojeol,)
+
+    def word_tokenize(self, text: str) -> list[str]:
+        eojeols = text.split()
+        distinct = set(eojeols)
+        missing = [e for e in distinct if e not in self._cache]
+        if len(self._cache) + len(missing) > self.cache_size:
+            self._cache.clear()
+            missing = list(distinct)
+        if missing:
+            self._analyse(missing)
+        cache = self._cache
+        return [m for e in eojeols for m in cache[e] if any(ch.isalnum() for ch in m)]
+
+    def sent_tokenize(self, text: str) -> list[str]:
+        return _sentences(text)
+
+    def span_tokenize(self, text: str) -> list[tuple[int, int]]:
+        return _spans(text, self.sent_tokenize(text))
+
+
+@cache
+def word_tokenizer_for(language: str, kiwi_model: str = "cong") -> WordTokenizer:
+    """One shared instance per language, so datatrove's per-text cache is hit across filters."""
+    if language == "ko":
+        return KiwiWordTokenizer(kiwi_model)
+    return UnicodeWordTokenizer(language)

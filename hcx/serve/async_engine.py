@@ -1,0 +1,125 @@
+"""Streaming on top of :class:`~hcx.serve.engine.Engine` for the OpenAI-compatible server.
+
+One background task owns the engine: it applies queued submissions and cancellations
+between steps, runs each step in a worker thread (so the event loop keeps serving
+connections while the model computes) and routes each :class:`Delta` to its request's
+queue. A consumer that stops iterating — a client disconnect cancels its task, or it
+breaks out of the loop — aborts its request, which frees the running slot and the cache
+blocks before the next step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from hcx.serve.engine import Engine, Prompt
+from hcx.serve.request import Completion, Delta, Request
+from hcx.serve.sampling import SamplingParams
+
+
+class AsyncEngine:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self._queues: dict[str, asyncio.Queue[Delta | BaseException]] = {}
+        self._submitted: list[Request] = []
+        self._cancelled: list[str] = []
+        self._wake = asyncio.Event()
+        self._loop_task: asyncio.Task | None = None
+        self._closing = False
+
+    async def stream(
+        self, prompt: Prompt, params: SamplingParams | None = None, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
+        """Deltas of one request as the engine produces them; the last has ``finish_reason``.
+
+        Bad input raises at the first iteration, before anything is queued.
+        """
+        if self._closing:
+            raise RuntimeError("the engine was closed")
+        request = self.engine.make_request(prompt, params or SamplingParams(), request_id)
+        if request.request_id in self._queues:
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        queue: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
+        self._queues[request.request_id] = queue
+        self._submitted.append(request)
+        self._start()
+        finished = False
+        try:
+            while not finished:
+                item = await queue.get()
+                if isinstance(item, BaseException):
+                    raise item
+                finished = item.finished
+                yield item
+        finally:
+            self._queues.pop(request.request_id, None)
+            if not finished:
+                self._cancelled.append(request.request_id)
+                self._wake.set()
+
+    async def generate(
+        self, prompt: Prompt, params: SamplingParams | None = None, request_id: str | None = None
+    ) -> Completion:
+        """The whole completion of one request (a non-streaming server call)."""
+        deltas = [delta async for delta in self.stream(prompt, params, request_id)]
+        last = deltas[-1]
+        assert last.finish_reason is not None
+        return Completion(
+            request_id=last.request_id,
+            prompt_ids=self.engine.encode(prompt),
+            token_ids=[t for d in deltas for t in d.token_ids],
+            logprobs=[lp for d in deltas for lp in d.logprobs],
+            text="".join(d.text for d in deltas),
+            finish_reason=last.finish_reason,
+            stop_reason=last.stop_reason,
+        )
+
+    def _start(self) -> None:
+        if self._loop_task is None or self._loop_task.done():
+            self._loop_task = asyncio.get_running_loop().create_task(self._run())
+        self._wake.set()
+
+    def _apply_pending(self) -> None:
+        for request_id in self._cancelled:
+            self.engine.abort(request_id)
+        self._cancelled.clear()
+        for request in self._submitted:
+            if request.request_id in self._queues:
+                self.engine.add(request)
+        self._submitted.clear()
+
+    def _fail_all(self, error: BaseException) -> None:
+        for request_id, queue in list(self._queues.items()):
+            self.engine.abort(request_id)
+            queue.put_nowait(error)
+        self._submitted.clear()
+
+    async def _run(self) -> None:
+        while not self._closing:
+            self._apply_pending()
+            if not self.engine.has_unfinished():
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                deltas = await asyncio.to_thread(self.engine.step)
+            except Exception as error:
+                self._fail_all(error)
+                continue
+            for delta in deltas:
+                queue = self._queues.get(delta.request_id)
+                if queue is not None:
+                    queue.put_nowait(delta)
+        self._apply_pending()
+        self._fail_all(RuntimeError("the engine was closed"))
+
+    async def close(self) -> None:
+        """Stop after the step in progress; running streams end with an error, blocks are freed.
+
+        The engine is only touched between steps, never while a step runs in the worker thread.
+        """
+        self._closing = True
+        self._wake.set()
+        if self._loop_task is not None:
+            await self._loop_task

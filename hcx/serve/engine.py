@@ -1,0 +1,257 @@
+"""The hcx inference engine (SPEC §5.3): KV-cached generation with continuous batching.
+
+One engine serves PPO rollouts and evaluation (the synchronous :meth:`Engine.generate`,
+:meth:`Engine.iter_generate` and :meth:`Engine.score`) and users (the asynchronous
+:class:`hcx.serve.async_engine.AsyncEngine`, built on :meth:`Engine.step`). Each step the
+:class:`~hcx.serve.scheduler.Scheduler` picks the requests and token counts, the packed
+forward (:mod:`hcx.serve.forward`) runs them together over the paged cache
+(:mod:`hcx.serve.kv_pool`), and each request that reached the end of its known tokens
+samples one more with its own generator (:mod:`hcx.serve.sampling`).
+
+The engine uses the model it is given as is, without a copy: after a PPO update the next
+step already generates with the new weights (cached keys/values of running requests were
+computed with the old ones, as in any asynchronous RLHF rollout).
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Iterator, Sequence
+
+import torch
+from tqdm import tqdm
+
+from hcx.model.transformer import Transformer
+from hcx.serve.config import EngineConfig
+from hcx.serve.forward import SequenceChunk, pack_step, paged_forward
+from hcx.serve.kv_pool import BlockPool
+from hcx.serve.request import Completion, Delta, Request
+from hcx.serve.sampling import SamplingParams, sample_tokens
+from hcx.serve.scheduler import Scheduler
+from hcx.serve.scoring import ContinuationScore, score_continuations
+from hcx.serve.text import TextStream
+from hcx.tokenizer import HcxTokenizer
+
+Prompt = str | Sequence[int]
+
+
+class Engine:
+    """Continuous-batching generation over a fixed pool of cache blocks.
+
+    ``tokenizer`` is optional: without it prompts must be token ids, outputs carry no text
+    and stop strings are refused; with it, requests stop by default on end-of-turn and
+    end-of-text.
+    """
+
+    def __init__(
+        self, model: Transformer, tokenizer: HcxTokenizer | None = None, config: EngineConfig | None = None
+    ):
+        if model.tok_embeddings is None or model.output is None:
+            raise ValueError("the engine needs a whole model, not a pipeline stage")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.cfg = config or EngineConfig()
+        weight = model.tok_embeddings.weight
+        self.device = weight.device
+        self.pool = BlockPool(
+            model.cfg, self.cfg.num_blocks, self.cfg.block_size, weight.device, weight.dtype
+        )
+        self.scheduler = Scheduler(self.cfg, self.pool)
+        self.default_stop_ids: frozenset[int] = (
+            frozenset({tokenizer.end_of_turn_id, tokenizer.eot_id}) if tokenizer is not None else frozenset()
+        )
+        self.num_tokens = tokenizer.vocab_size if tokenizer is not None else model.cfg.vocab_size
+        if self.num_tokens > model.cfg.vocab_size:
+            raise ValueError(
+                f"tokenizer has {self.num_tokens} tokens but the model only {model.cfg.vocab_size}: "
+                "they do not belong together"
+            )
+        self._requests: dict[str, Request] = {}
+        self._ids = itertools.count()
+        self._seeds = random.Random(self.cfg.seed)
+        self.num_steps = 0
+        self.num_computed_tokens = 0
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            if self.tokenizer is None:
+                raise ValueError("a text prompt needs an engine with a tokenizer; pass token ids")
+            return self.tokenizer.encode(prompt)
+        return [int(t) for t in prompt]
+
+    def make_request(self, prompt: Prompt, params: SamplingParams, request_id: str | None = None) -> Request:
+        """Validate and build a request without queueing it (bad input fails here, at submission)."""
+        ids = self.encode(prompt)
+        request_id = request_id if request_id is not None else f"req-{next(self._ids)}"
+        if request_id in self._requests:
+            raise ValueError(f"request id {request_id!r} is already in use")
+        if not ids:
+            raise ValueError(f"request {request_id}: empty prompt")
+        vocab = self.num_tokens
+        if any(not 0 <= t < vocab for t in ids):
+            raise ValueError(
+                f"request {request_id}: prompt has token ids outside the vocabulary [0, {vocab})"
+            )
+        total = len(ids) + params.max_new_tokens
+        if total > self.model.cfg.max_seq_len:
+            raise ValueError(
+                f"request {request_id}: prompt of {len(ids)} tokens + max_new_tokens {params.max_new_tokens} "
+                f"exceeds the model context of {self.model.cfg.max_seq_len} tokens"
+            )
+        if self.pool.blocks_for(total) > self.cfg.num_blocks - self.cfg.watermark_blocks:
+            raise ValueError(
+                f"request {request_id}: {total} tokens need more than the cache pool's "
+                f"{self.cfg.cache_tokens} tokens (engine num_blocks × block_size)"
+            )
+        if params.stop and self.tokenizer is None:
+            raise ValueError(f"request {request_id}: stop strings need an engine with a tokenizer")
+        seed = params.seed if params.seed is not None else self._seeds.getrandbits(63)
+        stop_ids = (
+            self.default_stop_ids if params.stop_token_ids is None else frozenset(params.stop_token_ids)
+        )
+        return Request(
+            request_id=request_id,
+            prompt_ids=ids,
+            params=params,
+            stop_ids=stop_ids,
+            generator=torch.Generator(device=self.device).manual_seed(seed),
+            text_stream=TextStream(self.tokenizer, params.stop) if self.tokenizer is not None else None,
+        )
+
+    def add(self, request: Request) -> str:
+        if request.request_id in self._requests:
+            raise ValueError(f"request id {request.request_id!r} is already in use")
+        self._requests[request.request_id] = request
+        self.scheduler.add(request)
+        return request.request_id
+
+    def add_request(
+        self, prompt: Prompt, params: SamplingParams | None = None, request_id: str | None = None
+    ) -> str:
+        """Queue a prompt; it joins the running batch at the next step with room for it."""
+        return self.add(self.make_request(prompt, params or SamplingParams(), request_id))
+
+    def abort(self, request_id: str) -> Delta | None:
+        """Drop a request wherever it is (queue or batch) and free its cache blocks at once."""
+        request = self._requests.pop(request_id, None)
+        if request is None:
+            return None
+        self.scheduler.finish(request)
+        request.finish_reason = "abort"
+        return Delta(request_id, [], [], "", "abort")
+
+    def has_unfinished(self) -> bool:
+        return self.scheduler.has_unfinished()
+
+    @property
+    def num_running(self) -> int:
+        return len(self.scheduler.running)
+
+    @property
+    def num_waiting(self) -> int:
+        return len(self.scheduler.waiting)
+
+    def request(self, request_id: str) -> Request:
+        return self._requests[request_id]
+
+    def step(self) -> list[Delta]:
+        """Run one scheduler step; return what each request that sampled a token gained."""
+        batch = self.scheduler.schedule()
+        if not batch:
+            return []
+        chunks = [
+            SequenceChunk(
+                s.request.tokens[s.request.num_computed :][: s.num_tokens],
+                s.request.num_computed,
+                s.request.blocks,
+            )
+            for s in batch
+        ]
+        sampling = [s.completes_prompt for s in batch]
+        logits = paged_forward(
+            self.model, self.pool, pack_step(chunks, sampling, self.pool.block_size, self.device)
+        )
+        self.num_steps += 1
+        for s in batch:
+            s.request.num_computed += s.num_tokens
+            self.num_computed_tokens += s.num_tokens
+        requests = [s.request for s, wanted in zip(batch, sampling, strict=True) if wanted]
+        if not requests:
+            return []
+        tokens, logprobs = sample_tokens(
+            logits, [r.params for r in requests], [r.generator for r in requests], self.num_tokens
+        )
+        deltas = []
+        for request, token, logprob in zip(requests, tokens.tolist(), logprobs.tolist(), strict=True):
+            request.append(token, logprob)
+            text = (
+                request.text_stream.release(final=request.finished) if request.text_stream is not None else ""
+            )
+            deltas.append(
+                Delta(
+                    request.request_id, [token], [logprob], text, request.finish_reason, request.stop_reason
+                )
+            )
+            if request.finished:
+                self.scheduler.finish(request)
+                del self._requests[request.request_id]
+        return deltas
+
+    def _submit(
+        self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None
+    ) -> list[Request]:
+        if params is None or isinstance(params, SamplingParams):
+            params = [params or SamplingParams()] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(params)} sampling params")
+        requests = [self.make_request(p, sp) for p, sp in zip(prompts, params, strict=True)]
+        for request in requests:
+            self.add(request)
+        return requests
+
+    def _drain(self, requests: list[Request], progress: bool) -> Iterator[Completion]:
+        pending = {r.request_id: r for r in requests}
+        try:
+            with tqdm(total=len(pending), desc="generating", disable=not progress) as bar:
+                while pending:
+                    for delta in self.step():
+                        if delta.finished and delta.request_id in pending:
+                            bar.update()
+                            yield Completion.of(pending.pop(delta.request_id))
+        finally:
+            for request_id in pending:
+                self.abort(request_id)
+
+    def iter_generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        progress: bool = False,
+    ) -> Iterator[Completion]:
+        """Generate for all prompts together; yield each completion as soon as it finishes.
+
+        PPO computes reference log-probs, values and rewards of a rollout as it arrives.
+        Closing the iterator early aborts the requests still running.
+        """
+        return self._drain(self._submit(prompts, params), progress)
+
+    def generate(
+        self,
+        prompts: Sequence[Prompt],
+        params: SamplingParams | Sequence[SamplingParams] | None = None,
+        progress: bool = False,
+    ) -> list[Completion]:
+        """Completions for ``prompts``, in input order (PPO rollouts, open-ended evaluation)."""
+        requests = self._submit(prompts, params)
+        done = {c.request_id: c for c in self._drain(requests, progress)}
+        return [done[r.request_id] for r in requests]
+
+    def score(self, contexts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[ContinuationScore]:
+        """Log-probabilities of each continuation after its context (see :mod:`hcx.serve.scoring`)."""
+        return score_continuations(
+            self.model,
+            [self.encode(c) for c in contexts],
+            [self.encode(c) for c in continuations],
+            self.cfg.score_batch_tokens,
+        )

@@ -1,0 +1,114 @@
+"""A request's state inside the engine, and what the engine hands back for it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+
+from hcx.serve.sampling import SamplingParams
+from hcx.serve.text import TextStream
+
+FinishReason = Literal["stop", "length", "abort"]
+
+
+@dataclass(eq=False)
+class Request:
+    """One prompt being generated. ``tokens`` is the prompt followed by the generated ids.
+
+    ``num_computed`` tokens have their keys/values in the cache (in ``blocks``); the rest
+    are computed by the next steps. A preempted request drops its blocks, sets
+    ``num_computed`` to 0 and recomputes prompt and output later; its generator keeps its
+    state, so what it samples next is unchanged by the preemption.
+    """
+
+    request_id: str
+    prompt_ids: list[int]
+    params: SamplingParams
+    stop_ids: frozenset[int]
+    generator: torch.Generator
+    text_stream: TextStream | None
+    tokens: list[int] = field(init=False)
+    logprobs: list[float] = field(default_factory=list)
+    num_computed: int = 0
+    blocks: list[int] = field(default_factory=list)
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+    num_preemptions: int = 0
+
+    def __post_init__(self) -> None:
+        self.tokens = list(self.prompt_ids)
+
+    @property
+    def output_ids(self) -> list[int]:
+        return self.tokens[len(self.prompt_ids) :]
+
+    @property
+    def num_pending(self) -> int:
+        return len(self.tokens) - self.num_computed
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def append(self, token: int, logprob: float) -> None:
+        """Record a sampled token and decide whether the request is done."""
+        self.tokens.append(token)
+        self.logprobs.append(logprob)
+        if token in self.stop_ids:
+            self.finish_reason, self.stop_reason = "stop", token
+        elif self.text_stream is not None and self.text_stream.push(token):
+            self.finish_reason, self.stop_reason = "stop", self.text_stream.stopped_by
+        elif len(self.logprobs) >= self.params.max_new_tokens:
+            self.finish_reason = "length"
+        if self.finished and self.text_stream is not None:
+            self.text_stream.finish()
+
+
+@dataclass(frozen=True)
+class Delta:
+    """What one request gained in one engine step (the streaming API's unit)."""
+
+    request_id: str
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: FinishReason | None = None
+    stop_reason: str | int | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished request (the batch API's unit).
+
+    ``token_ids`` include the stop token when one ended the request (PPO trains on it);
+    ``text`` excludes stop tokens and is cut before a stop string.
+    """
+
+    request_id: str
+    prompt_ids: list[int]
+    token_ids: list[int]
+    logprobs: list[float]
+    text: str
+    finish_reason: FinishReason
+    stop_reason: str | int | None = None
+    num_preemptions: int = 0
+
+    @classmethod
+    def of(cls, request: Request) -> Completion:
+        assert request.finish_reason is not None
+        return cls(
+            request_id=request.request_id,
+            prompt_ids=list(request.prompt_ids),
+            token_ids=request.output_ids,
+            logprobs=list(request.logprobs),
+            text=request.text_stream.text if request.text_stream is not None else "",
+            finish_reason=request.finish_reason,
+            stop_reason=request.stop_reason,
+            num_preemptions=request.num_preemptions,
+        )

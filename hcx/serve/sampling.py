@@ -1,0 +1,91 @@
+"""Per-request sampling: greedy, temperature, top-k, top-p, with a generator per request.
+
+Each request owns a ``torch.Generator`` seeded from its ``seed``, and draws exactly one
+exponential vector per generated token, so what it samples depends only on its own logits
+and seed, never on which other requests share the batch (the Gumbel-max trick in its
+exponential form: ``argmax(p / q)`` with ``q ~ Exp(1)`` samples from ``p``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from pydantic import Field
+from torch import Tensor
+
+from hcx.config import Section
+
+
+class SamplingParams(Section):
+    """How one request is decoded; ``temperature=0`` is greedy.
+
+    ``stop_token_ids=None`` means the engine's defaults (the tokenizer's end-of-turn and
+    end-of-text); ``[]`` disables stopping on tokens. Stop strings need a tokenizer.
+    """
+
+    max_new_tokens: int = Field(default=256, ge=1)
+    temperature: float = Field(default=1.0, ge=0.0)
+    top_k: int = Field(default=0, ge=0, description="0: no top-k filter")
+    top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    stop: list[str] = Field(default_factory=list, description="stop strings, cut from the text")
+    stop_token_ids: list[int] | None = None
+    seed: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+def filter_top_k_top_p(logits: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
+    """Set logits outside each row's top-k, then outside its top-p nucleus, to -inf.
+
+    ``top_k`` (B,) with 0 meaning all; ``top_p`` (B,). The nucleus keeps the smallest set of
+    most likely tokens whose mass reaches ``top_p`` (the token that crosses it included).
+    """
+    vocab = logits.shape[-1]
+    sorted_logits, order = logits.sort(dim=-1, descending=True)
+    ranks = torch.arange(vocab, device=logits.device)
+    k = torch.where(top_k > 0, top_k, vocab)
+    sorted_logits = sorted_logits.masked_fill(ranks[None] >= k[:, None], float("-inf"))
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    sorted_logits = sorted_logits.masked_fill(mass_before >= top_p[:, None], float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def sample_tokens(
+    logits: Tensor,
+    params: Sequence[SamplingParams],
+    generators: Sequence[torch.Generator],
+    num_tokens: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Next token per row of ``logits`` (B, V) and its log-probability under the model.
+
+    The returned log-probabilities are of the unmodified distribution ``log_softmax(logits)``
+    (what PPO's ratio and KL terms and evaluation need), not of the tempered/filtered one.
+    Only ids below ``num_tokens`` are drawn: a model's vocabulary is rounded up past the
+    tokenizer's, and the padding ids decode to nothing.
+    """
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    logprobs = logits.log_softmax(dim=-1)
+    logits = logits[:, :num_tokens]
+    tokens = logits.argmax(dim=-1)
+    sampled = [i for i, p in enumerate(params) if not p.greedy]
+    if sampled:
+        rows = torch.tensor(sampled, device=logits.device)
+        scaled = (
+            logits[rows]
+            / torch.tensor([params[i].temperature for i in sampled], device=logits.device)[:, None]
+        )
+        if any(params[i].top_k > 0 or params[i].top_p < 1.0 for i in sampled):
+            top_k = torch.tensor([params[i].top_k for i in sampled], device=logits.device)
+            top_p = torch.tensor([params[i].top_p for i in sampled], device=logits.device)
+            scaled = filter_top_k_top_p(scaled, top_k, top_p)
+        probs = scaled.softmax(dim=-1)
+        noise = torch.stack(
+            [torch.empty_like(probs[0]).exponential_(generator=generators[i]) for i in sampled]
+        )
+        tokens[rows] = (probs / noise).argmax(dim=-1)
+    return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]

@@ -1,0 +1,102 @@
+"""Continuous batching (SPEC §5.3): who runs in the next step, and how many tokens each.
+
+Every step has a token budget. Running requests come first, oldest first: a decoding
+request takes one token, one still in prefill takes a chunk of its prompt. Waiting
+requests are then admitted in arrival order while the budget, the running-slot limit and
+the free cache blocks allow, their prompts split into chunks across steps if needed. So
+prefill and decode share each step, a request joins as soon as a slot and blocks free up,
+and it leaves the step it finishes.
+
+Blocks are taken as tokens are computed, not reserved for the longest possible output.
+When a running request needs a block and none is free, the youngest running request is
+preempted (its blocks freed, recomputed later) — the policy of vLLM's recompute mode —
+so cache memory never exceeds the pool and no request is refused for load.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from hcx.serve.config import EngineConfig
+from hcx.serve.kv_pool import BlockPool
+from hcx.serve.request import Request
+
+
+@dataclass(frozen=True)
+class Scheduled:
+    request: Request
+    num_tokens: int
+
+    @property
+    def completes_prompt(self) -> bool:
+        """After this chunk every known token is computed, so the next one is sampled."""
+        return self.num_tokens == self.request.num_pending
+
+
+class Scheduler:
+    def __init__(self, cfg: EngineConfig, pool: BlockPool):
+        self.cfg = cfg
+        self.pool = pool
+        self.waiting: deque[Request] = deque()
+        self.running: list[Request] = []
+        self.num_preemptions = 0
+
+    def add(self, request: Request) -> None:
+        self.waiting.append(request)
+
+    def has_unfinished(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def _grow(self, request: Request, num_tokens: int) -> bool:
+        """Give ``request`` blocks for ``num_tokens`` more tokens, if the pool has them."""
+        missing = self.pool.blocks_for(request.num_computed + num_tokens) - len(request.blocks)
+        if missing > self.pool.num_free:
+            return False
+        if missing > 0:
+            request.blocks.extend(self.pool.allocate(missing))
+        return True
+
+    def _preempt(self, request: Request) -> None:
+        self.running.remove(request)
+        self.pool.release(request.blocks)
+        request.num_computed = 0
+        request.num_preemptions += 1
+        self.num_preemptions += 1
+        self.waiting.appendleft(request)
+
+    def schedule(self) -> list[Scheduled]:
+        budget = self.cfg.max_step_tokens
+        batch: list[Scheduled] = []
+        for request in list(self.running):
+            if budget == 0:
+                break
+            if request not in self.running:
+                continue
+            n = min(request.num_pending, budget)
+            while not self._grow(request, n):
+                self._preempt(self.running[-1])
+                if request not in self.running:
+                    break
+            else:
+                batch.append(Scheduled(request, n))
+                budget -= n
+        while self.waiting and budget > 0 and len(self.running) < self.cfg.max_running:
+            request = self.waiting[0]
+            n = min(request.num_pending, budget)
+            needed = self.pool.blocks_for(n)
+            if self.pool.num_free - needed < self.cfg.watermark_blocks or not self._grow(request, n):
+                break
+            self.waiting.popleft()
+            self.running.append(request)
+            batch.append(Scheduled(request, n))
+            budget -= n
+        return batch
+
+    def finish(self, request: Request) -> None:
+        """Remove a finished or aborted request wherever it is and free its blocks."""
+        if request in self.running:
+            self.running.remove(request)
+        elif request in self.waiting:
+            self.waiting.remove(request)
+        self.pool.release(request.blocks)

@@ -1,0 +1,86 @@
+"""Reading training text: JSON Lines files (optionally gzip), one document per line.
+
+Every document is either *training* or *held out*, decided by a hash of its text, so
+the tokenizer never trains on the documents that ``hcx tokenizer stats`` and the
+benchmark measure on, whichever files they come from.
+"""
+
+from __future__ import annotations
+
+import glob
+import gzip
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+
+class TokenizerInputError(ValueError):
+    """Training input that cannot be used; the message names the file (and line)."""
+
+
+def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
+    """Files named by paths or glob patterns, in order, each pattern matching at least one file."""
+    files: list[Path] = []
+    for pattern in patterns:
+        text = str(pattern)
+        matches = sorted(glob.glob(text)) if glob.has_magic(text) else [text]
+        matches = [m for m in matches if Path(m).is_file()]
+        if not matches:
+            raise TokenizerInputError(f"no input file matches {text}")
+        files.extend(Path(m) for m in matches if Path(m) not in files)
+    return files
+
+
+def is_held_out(text: str, fraction: float) -> bool:
+    """True for the ``fraction`` of documents reserved for measurement (stable across runs)."""
+    if fraction <= 0:
+        return False
+    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") < fraction * 2**64
+
+
+def read_documents(path: Path, field: str = "text") -> Iterator[str]:
+    """Documents of one ``.jsonl`` or ``.jsonl.gz`` file; bad lines raise with file and line number."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as handle:
+            for lineno, raw in enumerate(handle, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise TokenizerInputError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason})") from None
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise TokenizerInputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
+                if not isinstance(record, dict) or not isinstance(record.get(field), str):
+                    raise TokenizerInputError(f"{path}:{lineno}: no string field {field!r}")
+                yield record[field]
+    except (OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise TokenizerInputError(f"{path}: file not found") from None
+        raise TokenizerInputError(f"{path}: cannot read ({exc})") from None
+
+
+def select_documents(
+    path: Path,
+    *,
+    held_out: bool,
+    fraction: float,
+    field: str = "text",
+    max_docs: int | None = None,
+    max_bytes: int | None = None,
+) -> Iterator[str]:
+    """The training (``held_out=False``) or measurement documents of one file, up to the caps."""
+    docs = size = 0
+    for text in read_documents(path, field):
+        if is_held_out(text, fraction) != held_out:
+            continue
+        if (max_docs is not None and docs >= max_docs) or (max_bytes is not None and size >= max_bytes):
+            return
+        docs += 1
+        size += len(text.encode("utf-8", "surrogatepass"))
+        yield text

@@ -1,0 +1,220 @@
+"""3D parallelism applied to the model from outside (SPEC §4): one device mesh (pp, dp, tp).
+
+- tensor parallel: DTensor ``parallelize_module`` — attention and MLP projections split by
+  heads / hidden units (column then row parallel), the embedding and output head split by vocab;
+- pipeline parallel: ``torch.distributed.pipelining`` — each stage keeps a contiguous run of
+  layers (the first the embedding, the last the norm and head) and a schedule moves
+  micro-batches between stages;
+- data parallel: FSDP2 ``fully_shard`` per block and on the root, bf16 parameters with fp32
+  gradient reduction;
+
+plus activation checkpointing and ``torch.compile`` per block. Any degree may be 1; on CPU the
+gloo backend runs all of them. The model file knows nothing of this.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.tensor import DTensor, Replicate
+
+from hcx.model.transformer import Transformer
+from hcx.train.config import ParallelConfig
+
+
+class MeshError(ValueError):
+    """A parallel layout that cannot run on this world or this model."""
+
+
+@dataclass
+class Mesh:
+    """Where this rank sits. ``mesh`` is None for a plain single-process run."""
+
+    mesh: DeviceMesh | None
+    pp: int = 1
+    dp: int = 1
+    tp: int = 1
+    pp_rank: int = 0
+    dp_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_last_stage(self) -> bool:
+        return self.pp_rank == self.pp - 1
+
+    def group(self, dim: str):
+        return self.mesh[dim].get_group() if self.mesh is not None else None
+
+
+def init_distributed() -> torch.device:
+    """Join the torchrun process group when launched by torchrun; return this rank's device."""
+    if "RANK" in os.environ and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", 0))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device("cpu")
+
+
+def build_mesh(cfg: ParallelConfig, device: torch.device) -> Mesh:
+    """Check the layout against the world size, then build the (pp, dp, tp) mesh."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    dp = cfg.dp if cfg.dp != -1 else world // (cfg.tp * cfg.pp)
+    if min(dp, cfg.tp, cfg.pp) < 1 or dp * cfg.tp * cfg.pp != world:
+        raise MeshError(
+            f"pretrain.parallel: pp={cfg.pp} × dp={cfg.dp} × tp={cfg.tp} does not divide the world size "
+            f"{world} (dp=-1 takes what pp × tp leave; launch with torchrun --nproc-per-node)"
+        )
+    if world == 1:
+        return Mesh(mesh=None, device=device)
+    mesh = init_device_mesh(device.type, (cfg.pp, dp, cfg.tp), mesh_dim_names=("pp", "dp", "tp"))
+    return Mesh(
+        mesh=mesh,
+        pp=cfg.pp,
+        dp=dp,
+        tp=cfg.tp,
+        pp_rank=mesh["pp"].get_local_rank(),
+        dp_rank=mesh["dp"].get_local_rank(),
+        device=device,
+    )
+
+
+def check_layout(model: Transformer, mesh: Mesh) -> None:
+    cfg = model.cfg
+    for name, size in (("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads), ("ffn_dim", cfg.ffn_dim)):
+        if size % mesh.tp:
+            raise MeshError(f"pretrain.model.{name}={size} is not divisible by parallel.tp={mesh.tp}")
+    if cfg.vocab_size % mesh.tp:
+        raise MeshError(
+            f"pretrain.model.vocab_size={cfg.vocab_size} is not divisible by parallel.tp={mesh.tp}"
+        )
+    if mesh.tp > 1 and cfg.tie_embeddings:
+        raise MeshError("pretrain.model.tie_embeddings is not supported with parallel.tp > 1")
+    if cfg.n_layers < mesh.pp:
+        raise MeshError(f"pretrain.model.n_layers={cfg.n_layers} is fewer than parallel.pp={mesh.pp} stages")
+    if mesh.pp > 1 and cfg.tie_embeddings:
+        raise MeshError("pretrain.model.tie_embeddings is not supported with parallel.pp > 1")
+
+
+def split_pipeline_stage(model: Transformer, pp_rank: int, pp: int) -> Transformer:
+    """Keep this stage's contiguous layers; embeddings on the first stage, norm and head on the last."""
+    per_stage = math.ceil(model.cfg.n_layers / pp)
+    keep = set(range(pp_rank * per_stage, min(model.cfg.n_layers, (pp_rank + 1) * per_stage)))
+    for name in list(model.layers):
+        if int(name) not in keep:
+            del model.layers[name]
+    if pp_rank > 0:
+        model.tok_embeddings = None
+    if pp_rank < pp - 1:
+        model.norm = model.output = None
+    return model
+
+
+def apply_tensor_parallel(model: Transformer, tp_mesh: DeviceMesh) -> None:
+    from torch.distributed.tensor.parallel import ColwiseParallel, RowwiseParallel, parallelize_module
+
+    block_plan = {
+        "attention.wq": ColwiseParallel(),
+        "attention.wk": ColwiseParallel(),
+        "attention.wv": ColwiseParallel(),
+        "attention.wo": RowwiseParallel(),
+        "feed_forward.w1": ColwiseParallel(),
+        "feed_forward.w3": ColwiseParallel(),
+        "feed_forward.w2": RowwiseParallel(),
+    }
+    for block in model.layers.values():
+        parallelize_module(block, tp_mesh, block_plan)
+    top_plan = {}
+    if model.tok_embeddings is not None:
+        top_plan["tok_embeddings"] = RowwiseParallel(input_layouts=Replicate(), output_layouts=Replicate())
+    if model.output is not None:
+        top_plan["output"] = ColwiseParallel(output_layouts=Replicate())
+    if top_plan:
+        parallelize_module(model, tp_mesh, top_plan)
+
+
+def apply_activation_checkpointing(model: Transformer) -> None:
+    from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import checkpoint_wrapper
+
+    for name, block in list(model.layers.items()):
+        model.layers[name] = checkpoint_wrapper(block, preserve_rng_state=False)
+
+
+def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, param_dtype: torch.dtype | None) -> None:
+    from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+    policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    for block in model.layers.values():
+        fully_shard(block, mesh=dp_mesh, mp_policy=policy)
+    fully_shard(model, mesh=dp_mesh, mp_policy=policy)
+
+
+def parallelize(
+    model: Transformer,
+    mesh: Mesh,
+    param_dtype: torch.dtype | None = None,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+) -> Transformer:
+    """Shard ``model`` (already initialised, on CPU) for this rank; returns this rank's module.
+
+    Weights are initialised before sharding so every layout starts from the same numbers as a
+    single process with the same seed (what the parity tests compare).
+    """
+    check_layout(model, mesh)
+    if mesh.pp > 1:
+        model = split_pipeline_stage(model, mesh.pp_rank, mesh.pp)
+    model = model.to(mesh.device)
+    if mesh.tp > 1:
+        apply_tensor_parallel(model, mesh.mesh["tp"])
+    if activation_checkpointing:
+        apply_activation_checkpointing(model)
+    if compile:
+        for name, block in list(model.layers.items()):
+            model.layers[name] = torch.compile(block)
+    if mesh.dp > 1:
+        apply_fsdp(model, mesh.mesh["dp"], param_dtype)
+    return model
+
+
+def build_pipeline_schedule(model: Transformer, mesh: Mesh, n_microbatches: int, kind: str, loss_fn):
+    """A pipeline schedule for this stage. Rebuilt when the row shape changes (context switch)."""
+    from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+
+    stage = PipelineStage(model, mesh.pp_rank, mesh.pp, mesh.device, group=mesh.group("pp"))
+    schedule_cls = Schedule1F1B if kind == "1f1b" else ScheduleGPipe
+    return schedule_cls(stage, n_microbatches=n_microbatches, loss_fn=loss_fn)
+
+
+def clip_grad_norm(params: list[nn.Parameter], max_norm: float, mesh: Mesh) -> Tensor:
+    """Clip by the global gradient norm across every shard and stage; return that norm.
+
+    Gradients live on different meshes (tp-sharded DTensors, dp-only DTensors, plain tensors),
+    so norms are taken per group and combined; pipeline stages add their squares.
+    """
+    groups: dict[object, list[nn.Parameter]] = {}
+    for p in params:
+        if p.grad is not None:
+            key = p.grad.device_mesh if isinstance(p.grad, DTensor) else None
+            groups.setdefault(key, []).append(p)
+    squares = torch.zeros((), device=mesh.device)
+    for group in groups.values():
+        norm = torch.nn.utils.get_total_norm([p.grad for p in group], foreach=True)
+        if isinstance(norm, DTensor):
+            norm = norm.full_tensor()
+        squares = squares + norm.float() ** 2
+    if mesh.pp > 1:
+        dist.all_reduce(squares, group=mesh.group("pp"))
+    total = squares.sqrt()
+    if max_norm > 0:
+        for group in groups.values():
+            torch.nn.utils.clip_grads_with_norm_(group, max_norm, total, foreach=True)
+    return total

@@ -1,0 +1,156 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from hcx.align.config import PpoConfig, RmConfig, SftConfig
+from hcx.align.experience import Rollout, response_logits, token_logprobs
+from hcx.align.losses import masked_mean
+from hcx.align.ppo import PpoSetupError, PpoTrainer, ppo
+from hcx.align.rm import train_reward_model
+from hcx.align.sft import sft
+from hcx.serve.engine import Engine
+from hcx.serve.sampling import SamplingParams
+
+
+@pytest.fixture(scope="module")
+def policy_dir(base_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny policy fine-tuned on the shared Korean chit-chat (real answers, real end-of-turn stops)."""
+    out = tmp_path_factory.mktemp("policy")
+    cfg = SftConfig.model_validate(
+        {
+            "init": str(base_model_dir),
+            "output_dir": str(out / "sft"),
+            "sources": [{"path": str(data_dir / "sft" / "ko.jsonl.gz"), "language": "ko"}],
+            "korean_ratio": 1.0,
+            "held_out": 0,
+            "max_len": 128,
+            "max_samples": 3000,
+            "batching": "packed",
+            "seq_len": 256,
+            "max_tokens": 4096,
+            "steps": 60,
+            "dtype": "float32",
+            "optim": {"lr": 3e-3, "warmup_steps": 5, "weight_decay": 0.0},
+            "checkpoint": {"every": 1000},
+        }
+    )
+    return Path(sft(cfg).metrics["hf_dir"])
+
+
+def ppo_config(policy_dir: Path, data_dir: Path, out: Path, **overrides) -> PpoConfig:
+    base = {
+        "policy": str(policy_dir),
+        "reward": "brevity",
+        "value_init": "policy",
+        "output_dir": str(out),
+        "prompts": [{"path": str(data_dir / "sft" / "ko.jsonl.gz"), "language": "ko"}],
+        "held_out": 8,
+        "steps": 10,
+        "rollouts_per_iteration": 32,
+        "minibatch_size": 16,
+        "max_new_tokens": 32,
+        "dtype": "float32",
+        "log_every": 1,
+        "eval_every": 5,
+        "optim": {"lr": 1e-3, "warmup_steps": 1, "weight_decay": 0.0},
+        "checkpoint": {"every": 100},
+        "early_stop": {"max_kl": None, "max_length_drift": None, "patience": None},
+    }
+    return PpoConfig.model_validate({**base, **overrides})
+
+
+def mean(history: list[dict], key: str, rows: slice) -> float:
+    values = [h[key] for h in history[rows]]
+    return sum(values) / len(values)
+
+
+def test_reward_rises_while_kl_stays_bounded(policy_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    result = ppo(ppo_config(policy_dir, data_dir, tmp_path / "ppo"))
+    history = json.loads((tmp_path / "ppo" / "ppo_summary.json").read_text())
+    assert history["iterations"] == 10 and history["stop_reason"] is None
+    log = [json.loads(line) for line in (tmp_path / "ppo" / "train_log.jsonl").read_text().splitlines()]
+    its = [r for r in log if "reward" in r]
+    assert mean(its, "reward", slice(-3, None)) > mean(its, "reward", slice(0, 3)) + 0.01
+    assert mean(its, "length", slice(-3, None)) < 0.85 * mean(its, "length", slice(0, 3))
+    assert max(r["kl"] for r in its) < 20.0
+    assert all(r["staleness"] <= 1 for r in its) and max(r["max_staleness"] for r in its) == 1
+    assert Path(result.metrics["hf_dir"], "model.safetensors").is_file()
+
+
+def test_unlikelihood_lowers_the_probability_of_repeating(
+    policy_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """Same rollouts, same PPO updates, with and without the unlikelihood term.
+
+    Greedy decoding without stop tokens makes the tiny policy loop, so its rollouts are full of
+    repeated 4-grams; unlikelihood must lower the probability the policy gives those tokens.
+    """
+    repeated_p = {}
+    for weight in (0.0, 1.0):
+        trainer = PpoTrainer(
+            ppo_config(policy_dir, data_dir, tmp_path / f"ul{weight}", unlikelihood_weight=weight)
+        )
+        engine = Engine(trainer.policy, trainer.tokenizer)
+        params = SamplingParams(max_new_tokens=48, temperature=0.0, stop_token_ids=[])
+        completions = engine.generate(trainer.train_prompts[:32], params)
+        rollouts = [Rollout(c.prompt_ids, c.token_ids, c.logprobs, c.text, 0) for c in completions]
+        exp = trainer.experience_from(rollouts)
+        assert float(exp.repeated.sum() / exp.mask.sum()) > 0.2
+        trainer.learn(exp)
+        with torch.no_grad():
+            logprobs = token_logprobs(
+                response_logits(trainer.policy, exp.tokens, exp.index), exp.tokens, exp.index
+            )
+        repeated_p[weight] = float(masked_mean(logprobs.exp(), exp.repeated))
+        before = float(masked_mean(exp.old_logprobs.exp(), exp.repeated))
+    assert repeated_p[1.0] < 0.5 * repeated_p[0.0]
+    assert repeated_p[1.0] < before
+
+
+def test_early_stopping_on_length_drift(policy_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    cfg = ppo_config(
+        policy_dir, data_dir, tmp_path / "stop", early_stop={"max_length_drift": 0.15, "max_kl": None}
+    )
+    result = ppo(cfg)
+    assert result.metrics["stop_reason"].startswith("mean response length drifted")
+    assert result.metrics["iterations"] < 10
+    assert result.metrics["hf_dir"] is not None
+
+
+def test_ppo_from_a_reward_model(policy_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    rm = train_reward_model(
+        RmConfig.model_validate(
+            {
+                "init": str(policy_dir),
+                "output_dir": str(tmp_path / "rm"),
+                "sources": [{"path": str(data_dir / "preference" / "ko.jsonl"), "language": "ko"}],
+                "held_out": 20,
+                "max_samples": 64,
+                "max_len": 256,
+                "dtype": "float32",
+                "optim": {"lr": 1e-3, "warmup_steps": 1},
+            }
+        )
+    )
+    cfg = ppo_config(
+        policy_dir, data_dir, tmp_path / "ppo", reward="model", value_init="reward_model", steps=2
+    )
+    cfg.reward_model = rm.metrics["export_dir"]
+    result = ppo(cfg)
+    assert result.metrics["iterations"] == 2
+    assert abs(result.metrics["last"]["reward"]) <= 5.0  # normalised and clipped
+
+
+def test_setup_errors_before_any_rollout(
+    policy_dir: Path, data_dir: Path, tmp_path: Path, base_model_dir: Path
+) -> None:
+    with pytest.raises(PpoSetupError, match="exceed the policy's context"):
+        PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "a", max_prompt_len=500, max_new_tokens=100))
+    with pytest.raises(FileNotFoundError, match="no normalisation statistics"):
+        PpoTrainer(
+            ppo_config(policy_dir, data_dir, tmp_path / "b", reward="model", reward_model=str(base_model_dir))
+        )
