@@ -29,6 +29,7 @@ _STAGES: list[tuple[str, str, str]] = [
     ),
     ("hcx.align.cli:sft", "sft", "Supervised fine-tuning on assistant turns (SPEC §5.1)."),
     ("hcx.align.cli:rm", "rm", "Train the reward model with the Bradley-Terry loss (SPEC §5.2)."),
+    ("hcx.align.cli:ppo", "ppo", "RLHF with PPO: policy, reference, reward and value networks (SPEC §5.3)."),
 ]
 
 for target, name, help_text in _STAGES:

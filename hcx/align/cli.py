@@ -1,4 +1,4 @@
-"""``hcx sft RECIPE`` and ``hcx rm RECIPE``: the first two alignment stages (SPEC §5.1–§5.2)."""
+"""``hcx sft``, ``hcx rm`` and ``hcx ppo``: the alignment stages (SPEC §5.1–§5.3), each from its recipe section."""
 
 from __future__ import annotations
 
@@ -16,31 +16,30 @@ Overrides = Annotated[
 ]
 
 
-def sft(recipe: Recipe, overrides: Overrides = None) -> None:
-    """Fine-tune on conversations, loss on assistant turns only, from the sft: section."""
-    from hcx.align.config import SftConfig
+def _run(recipe: Path, section: str, overrides: list[str] | None) -> None:
+    from hcx.align.config import PpoConfig, RmConfig, SftConfig
+    from hcx.align.ppo import ppo
+    from hcx.align.rm import train_reward_model
     from hcx.align.sft import sft as run_sft
 
-    result = run_sft(load_section(recipe, "sft", SftConfig, overrides))
-    typer.echo(
-        json.dumps(
-            {"step": result.step, "tokens": result.tokens_seen, **result.metrics},
-            indent=1,
-            ensure_ascii=False,
-        )
-    )
+    model, run = {"sft": (SftConfig, run_sft), "rm": (RmConfig, train_reward_model), "ppo": (PpoConfig, ppo)}[
+        section
+    ]
+    result = run(load_section(recipe, section, model, overrides))
+    summary = {"step": result.step, "tokens": result.tokens_seen, **result.metrics}
+    typer.echo(json.dumps(summary, indent=1, ensure_ascii=False))
+
+
+def sft(recipe: Recipe, overrides: Overrides = None) -> None:
+    """Fine-tune on conversations, loss on assistant turns only, from the sft: section."""
+    _run(recipe, "sft", overrides)
 
 
 def rm(recipe: Recipe, overrides: Overrides = None) -> None:
     """Train the reward model (one epoch of Bradley-Terry comparisons) from the rm: section."""
-    from hcx.align.config import RmConfig
-    from hcx.align.rm import train_reward_model
+    _run(recipe, "rm", overrides)
 
-    result = train_reward_model(load_section(recipe, "rm", RmConfig, overrides))
-    typer.echo(
-        json.dumps(
-            {"step": result.step, "tokens": result.tokens_seen, **result.metrics},
-            indent=1,
-            ensure_ascii=False,
-        )
-    )
+
+def ppo(recipe: Recipe, overrides: Overrides = None) -> None:
+    """RLHF with PPO and the four networks, from the ppo: section (SPEC §5.3)."""
+    _run(recipe, "ppo", overrides)

@@ -348,6 +348,7 @@ class PpoTrainer(Trainer):
             "kl": float(kl),
             "kl_coef": self.kl_coef,
             "length": float(exp.mask.sum(-1).mean()),
+            "sequence_tokens": int((exp.index[:, 0] + 1).sum() + exp.mask.sum()),
             "repeat_rate": repeat_rate(responses, exp.mask, self.cfg.unlikelihood_ngram),
             "staleness": float(exp.staleness.mean()),
             "max_staleness": float(exp.staleness.max()),

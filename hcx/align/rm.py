@@ -25,7 +25,7 @@ from hcx.model.hf import import_hf
 from hcx.records import ReadReport
 from hcx.tokenizer import load
 from hcx.train.checkpoint import CheckpointSaved
-from hcx.train.loop import Trainer, TrainResult, is_rank0
+from hcx.train.loop import Trainer, TrainResult, full_state_dict, is_rank0
 
 
 def collate_groups(
@@ -145,11 +145,7 @@ class RmTrainer(Trainer):
         return accuracy
 
     def export(self, stats: RewardStats) -> Path | None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(
-            self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
+        state = full_state_dict(self.module)
         if not is_rank0():
             return None
         out = Path(self.cfg.export_dir or self.out / "final")

@@ -28,7 +28,7 @@ from hcx.records import ReadReport
 from hcx.tokenizer import HcxTokenizer, load
 from hcx.train.checkpoint import CheckpointSaved
 from hcx.train.loader import Batch
-from hcx.train.loop import Trainer, TrainResult, is_rank0
+from hcx.train.loop import Trainer, TrainResult, full_state_dict, is_rank0
 from hcx.train.metrics import MetricsLog
 
 
@@ -167,11 +167,7 @@ class SftTrainer(Trainer):
         return losses
 
     def export(self) -> Path | None:
-        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
-
-        state = get_model_state_dict(
-            self.module, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
-        )
+        state = full_state_dict(self.module)
         if not is_rank0():
             return None
         model = Transformer(self.model_cfg)

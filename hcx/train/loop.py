@@ -60,6 +60,13 @@ def is_rank0() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
+def full_state_dict(module: nn.Module) -> dict[str, Tensor]:
+    """Unsharded weights gathered to CPU (every rank must call it; exports keep rank 0's)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(module, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
 class Trainer:
     """Subclasses call :meth:`shard` on their model, then :meth:`attach` with the module to train."""
 
