@@ -91,6 +91,11 @@ def _substitute(value: Any, variables: dict[str, str], where: str) -> Any:
     return _VAR.sub(replace, value)
 
 
+def expand_variables(value: str) -> str:
+    """``${data_dir}`` and ``${env:NAME}`` in one string, for configs built without a recipe file."""
+    return _substitute(value, {}, "value")
+
+
 def _format_validation(error: ValidationError, path: Path, section: str) -> str:
     lines = [f"{path}: invalid section '{section}':"]
     for err in error.errors():

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hcx.align.batching import Strategy
-from hcx.config import Section
+from hcx.config import Section, expand_variables
 from hcx.records import Policy
 from hcx.train.config import OptimConfig
 from hcx.train.loop import LoopConfig
@@ -18,6 +18,11 @@ class DataSource(Section):
 
     path: str
     language: str
+
+    @field_validator("path")
+    @classmethod
+    def _expand(cls, path: str) -> str:
+        return expand_variables(path)
 
 
 def _sft_sources() -> list[DataSource]:

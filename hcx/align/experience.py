@@ -51,8 +51,23 @@ class Experience:
     def __len__(self) -> int:
         return self.tokens.shape[0]
 
+    @property
+    def sequence_lengths(self) -> Tensor:
+        """Prompt + response tokens of each row (the response starts after ``index[:, 0] + 1`` tokens)."""
+        return self.index[:, 0] + 1 + self.mask.sum(-1).long()
+
     def select(self, rows: Tensor) -> Experience:
-        return Experience(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        """The given rows, cut to their own longest sequence and response (no padding carried over)."""
+        part = Experience(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
+        width, responses = int(part.sequence_lengths.max()), max(1, int(part.mask.sum(-1).max()))
+        for f in fields(part):
+            value = getattr(part, f.name)
+            if f.name == "tokens":
+                setattr(part, f.name, value[:, :width])
+            elif value.dim() == 2:
+                setattr(part, f.name, value[:, :responses])
+        part.index = part.index.clamp(max=width - 2)
+        return part
 
 
 def concat(parts: Sequence[Experience]) -> Experience:
@@ -84,9 +99,10 @@ def layout(rollouts: Sequence[Rollout], pad_id: int) -> tuple[Tensor, Tensor, Te
 
 
 def response_logits(model: nn.Module, tokens: Tensor, index: Tensor) -> Tensor:
-    """Logits (B, R, V) that predict each response token."""
-    logits = model(tokens)[:, :-1]
-    return logits.gather(1, index[..., None].expand(-1, -1, logits.shape[-1])).float()
+    """Logits (B, R, V) that predict each response token; the LM head runs at those positions only."""
+    hidden = model(tokens, hidden=True)[:, :-1]
+    hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+    return model.output(hidden).float()
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, index: Tensor) -> Tensor:

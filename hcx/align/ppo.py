@@ -276,10 +276,12 @@ class PpoTrainer(Trainer):
         totals: dict[str, float] = {"pg_loss": 0.0, "vf_loss": 0.0, "ul_loss": 0.0, "entropy": 0.0}
         steps = 0
         generator = torch.Generator().manual_seed(cfg.seed + self.iteration)
+        # Minibatches of similar lengths, in random order: padding costs as much as real tokens.
+        by_length = exp.sequence_lengths.argsort()
+        minibatches = [by_length[i : i + cfg.minibatch_size] for i in range(0, len(exp), cfg.minibatch_size)]
         for _ in range(cfg.ppo_epochs):
-            order = torch.randperm(len(exp), generator=generator)
-            for start in range(0, len(exp), cfg.minibatch_size):
-                mb = exp.select(order[start : start + cfg.minibatch_size])
+            for m in torch.randperm(len(minibatches), generator=generator).tolist():
+                mb = exp.select(minibatches[m])
                 self.optimizer.zero_grad(set_to_none=True)
                 with self.autocast():
                     logits = response_logits(self.policy, mb.tokens, mb.index)
@@ -348,7 +350,7 @@ class PpoTrainer(Trainer):
             "kl": float(kl),
             "kl_coef": self.kl_coef,
             "length": float(exp.mask.sum(-1).mean()),
-            "sequence_tokens": int((exp.index[:, 0] + 1).sum() + exp.mask.sum()),
+            "sequence_tokens": int(exp.sequence_lengths.sum()),
             "repeat_rate": repeat_rate(responses, exp.mask, self.cfg.unlikelihood_ngram),
             "staleness": float(exp.staleness.mean()),
             "max_staleness": float(exp.staleness.max()),

@@ -149,12 +149,14 @@ class Transformer(nn.Module):
         positions: Tensor | None = None,
         doc_ids: Tensor | None = None,
         cache: KVCache | None = None,
+        hidden: bool = False,
     ) -> Tensor:
         """Logits (B, T, vocab) for token ids (B, T), or hidden states when this is a pipeline stage.
 
         ``positions`` restart at 0 for each packed document; ``doc_ids`` (same shape) adds a
         document mask so packed documents do not attend to each other. With a ``cache``,
-        ``tokens`` continue the cached prefix.
+        ``tokens`` continue the cached prefix. ``hidden=True`` returns the final normalised
+        hidden states, for callers that need logits at a few positions only (PPO's responses).
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
         T = h.shape[1]
@@ -172,4 +174,4 @@ class Transformer(nn.Module):
         if cache is not None:
             cache.length += T
         h = self.norm(h) if self.norm is not None else h
-        return self.output(h) if self.output is not None else h
+        return self.output(h) if self.output is not None and not hidden else h
