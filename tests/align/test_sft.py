@@ -38,7 +38,7 @@ def test_sft_lowers_held_out_korean_loss_and_exports(
     result = sft(sft_config(base_model_dir, data_dir, tmp_path / "sft"))
     before, after = result.metrics["held_out_loss_before"], result.metrics["held_out_loss_after"]
     assert set(before) == {"ko", "en"}
-    assert after["ko"] < before["ko"] - 1.0
+    assert after["ko"] < before["ko"] - 0.5
     assert result.losses[-1] < result.losses[0]
     exported = import_hf(result.metrics["hf_dir"])
     assert exported.cfg.vocab_size == import_hf(base_model_dir).cfg.vocab_size
