@@ -25,6 +25,7 @@ from datatrove.utils.word_tokenizers import WordTokenizer
 
 _CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _WORD = re.compile(rf"[{_CJK}]|[^\W{_CJK}]+")
+_HANGUL = re.compile("[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _SENTENCE_END = re.compile(r"(?<=[.!?。！？])\s+|\n+")
 
 
@@ -91,7 +92,11 @@ class KiwiWordTokenizer(WordTokenizer):
         return self._kiwi
 
     def _analyse(self, eojeols: list[str]) -> None:
-        for eojeol, tokens in zip(eojeols, self.kiwi.tokenize(eojeols), strict=True):
+        """Kiwi for eojeols with Hangul; numbers, Latin words and symbols need no morphology."""
+        korean = [e for e in eojeols if _HANGUL.search(e)]
+        for eojeol in eojeols:
+            self._cache[eojeol] = tuple(_WORD.findall(eojeol)) or (eojeol,)
+        for eojeol, tokens in zip(korean, self.kiwi.tokenize(korean), strict=True):
             self._cache[eojeol] = _surface_morphemes(eojeol, tokens) or (eojeol,)
 
     def word_tokenize(self, text: str) -> list[str]:
