@@ -218,20 +218,23 @@ class PpoTrainer(Trainer):
         return [self.train_prompts[i] for i in picked]
 
     def data_state(self) -> dict[str, Any]:
-        return {
+        """PPO's own progress, as one JSON string: DCP stores it whatever its shape (lists, None)."""
+        state = {
             "iteration": self.iteration,
             "kl_coef": self.kl_coef,
             "history": self.history,
             "best_validation": self.best_validation,
             "evals_without_best": self.evals_without_best,
         }
+        return {"ppo": json.dumps(state)}
 
     def load_data_state(self, state: dict[str, Any]) -> None:
-        self.iteration = self.version = int(state["iteration"])
-        self.kl_coef = float(state["kl_coef"])
-        self.history = list(state["history"])
-        self.best_validation = state["best_validation"]
-        self.evals_without_best = int(state["evals_without_best"])
+        ppo_state = json.loads(state["ppo"])
+        self.iteration = self.version = int(ppo_state["iteration"])
+        self.kl_coef = float(ppo_state["kl_coef"])
+        self.history = list(ppo_state["history"])
+        self.best_validation = ppo_state["best_validation"]
+        self.evals_without_best = int(ppo_state["evals_without_best"])
 
     # --- experience ------------------------------------------------------------------------
     def score(self, rollouts: list[Rollout]) -> torch.Tensor:

@@ -154,3 +154,18 @@ def test_setup_errors_before_any_rollout(
         PpoTrainer(
             ppo_config(policy_dir, data_dir, tmp_path / "b", reward="model", reward_model=str(base_model_dir))
         )
+
+
+def test_synchronous_ppo_resumes_exactly(policy_dir: Path, data_dir: Path, tmp_path: Path) -> None:
+    """Rollouts use per-request seeds, so without asynchrony 2 + resume + 2 iterations equal 4 straight."""
+    settings = {"steps": 4, "asynchronous": False, "checkpoint": {"every": 2}, "eval_every": 100}
+    straight = PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "a", **settings))
+    straight.train()
+    first = PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "b", **settings))
+    first.train(max_steps=2)
+    resumed = PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "b", **settings))
+    resumed.train()
+    keys = ("reward", "kl", "length", "pg_loss")
+    assert len(resumed.history) == len(straight.history) == 4
+    for got, want in zip(resumed.history, straight.history, strict=True):
+        assert [got[k] for k in keys] == pytest.approx([want[k] for k in keys], abs=1e-5)
