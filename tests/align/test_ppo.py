@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -154,6 +155,13 @@ def test_setup_errors_before_any_rollout(
         PpoTrainer(
             ppo_config(policy_dir, data_dir, tmp_path / "b", reward="model", reward_model=str(base_model_dir))
         )
+    other = tmp_path / "other_tokenizer"
+    shutil.copytree(policy_dir, other)
+    (other / "tokenizer.json").write_text(
+        json.dumps(json.loads((other / "tokenizer.json").read_text()), indent=2)
+    )
+    with pytest.raises(PpoSetupError, match="use different tokenizers"):
+        PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "c", reward="model", reward_model=str(other)))
 
 
 def test_synchronous_ppo_resumes_exactly(policy_dir: Path, data_dir: Path, tmp_path: Path) -> None:
