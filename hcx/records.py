@@ -50,17 +50,26 @@ class ReadReport:
 
 
 def iter_rows(path: Path) -> Iterator[tuple[int, Any]]:
-    """``(line, record)`` for every non-blank line; a bad line yields a :class:`Rejected` as its record."""
+    """``(line, record)`` for every non-blank line; a bad line yields a :class:`Rejected` as its record.
+
+    A file that cannot be read to its end (a truncated gzip, say) raises :class:`BadRecordError`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found")
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        for line_no, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                yield line_no, orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                reason = "invalid UTF-8" if "utf-8" in str(exc).lower() else "invalid JSON"
-                yield line_no, Rejected(reason, str(exc))
+    try:
+        with opener(path, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    yield line_no, orjson.loads(raw)
+                except orjson.JSONDecodeError as exc:
+                    reason = "not valid UTF-8" if "utf-8" in str(exc).lower() else "invalid JSON"
+                    yield line_no, Rejected(reason, str(exc))
+    except (OSError, EOFError) as exc:
+        raise BadRecordError(f"{path}: cannot read ({exc})") from None
 
 
 def read_records(

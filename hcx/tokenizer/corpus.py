@@ -8,11 +8,11 @@ benchmark measure on, whichever files they come from.
 from __future__ import annotations
 
 import glob
-import gzip
 import hashlib
-import json
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+
+from hcx.records import BadRecordError, Rejected, iter_rows
 
 
 class TokenizerInputError(ValueError):
@@ -42,27 +42,15 @@ def is_held_out(text: str, fraction: float) -> bool:
 
 def read_documents(path: Path, field: str = "text") -> Iterator[str]:
     """Documents of one ``.jsonl`` or ``.jsonl.gz`` file; bad lines raise with file and line number."""
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as handle:
-            for lineno, raw in enumerate(handle, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    line = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise TokenizerInputError(f"{path}:{lineno}: not valid UTF-8 ({exc.reason})") from None
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise TokenizerInputError(f"{path}:{lineno}: invalid JSON ({exc.msg})") from None
-                if not isinstance(record, dict) or not isinstance(record.get(field), str):
-                    raise TokenizerInputError(f"{path}:{lineno}: no string field {field!r}")
-                yield record[field]
-    except (OSError, EOFError) as exc:
-        if isinstance(exc, FileNotFoundError):
-            raise TokenizerInputError(f"{path}: file not found") from None
-        raise TokenizerInputError(f"{path}: cannot read ({exc})") from None
+        for lineno, record in iter_rows(path):
+            if isinstance(record, Rejected):
+                raise TokenizerInputError(f"{path}:{lineno}: {record}")
+            if not isinstance(record, dict) or not isinstance(record.get(field), str):
+                raise TokenizerInputError(f"{path}:{lineno}: no string field {field!r}")
+            yield record[field]
+    except (BadRecordError, FileNotFoundError) as exc:
+        raise TokenizerInputError(str(exc)) from None
 
 
 def select_documents(

@@ -10,16 +10,18 @@ shards that are not complete (SPEC §4; the brief's resumable long work).
 from __future__ import annotations
 
 import glob
-import gzip
 import hashlib
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
+from hcx.records import BadRecordError, Rejected, read_records
 from hcx.tokenizer import HcxTokenizer, load
 
 MANIFEST = "manifest.json"
@@ -51,24 +53,15 @@ def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:
 
 
 def _read_texts(path: Path) -> list[str]:
-    texts = []
-    opener = gzip.open if path.suffix == ".gz" else open
+    def text_of(record: Mapping[str, Any]) -> str:
+        if not isinstance(record.get("text"), str):
+            raise Rejected("record has no string 'text' field")
+        return record["text"]
+
     try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            for line_no, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ShardError(f"{path}:{line_no}: invalid JSON: {exc}") from None
-                text = record.get("text") if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise ShardError(f"{path}:{line_no}: record has no string 'text' field")
-                texts.append(text)
-    except (OSError, EOFError) as exc:
-        raise ShardError(f"{path}: cannot read ({exc})") from None
-    return texts
+        return read_records(path, text_of, policy="fail", what="corpus")
+    except (BadRecordError, FileNotFoundError) as exc:
+        raise ShardError(str(exc)) from None
 
 
 def tokenize_corpus(
