@@ -77,14 +77,18 @@ def packed_rows(lengths: Sequence[int], seq_len: int) -> list[list[int]]:
     return rows
 
 
+def right_pad(rows: Sequence[Sequence[int]], value: int) -> torch.Tensor:
+    """(len(rows), longest row) ids, each row left-aligned and followed by ``value``."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), value, dtype=torch.long)
+    for i, row in enumerate(rows):
+        out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+    return out
+
+
 def collate_padded(examples: Sequence[SftExample], pad_id: int) -> Batch:
-    width = max(len(e.inputs) for e in examples)
-    inputs = torch.full((len(examples), width), pad_id, dtype=torch.long)
-    targets = torch.full((len(examples), width), IGNORE_INDEX, dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example.inputs)
-        inputs[row, :n] = torch.tensor(example.inputs)
-        targets[row, :n] = torch.tensor(example.targets)
+    inputs = right_pad([e.inputs for e in examples], pad_id)
+    targets = right_pad([e.targets for e in examples], IGNORE_INDEX)
+    width = inputs.shape[1]
     positions = torch.arange(width).expand(len(examples), width).contiguous()
     return Batch(inputs, targets, positions, torch.zeros_like(inputs))
 

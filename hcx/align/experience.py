@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hcx.align.batching import right_pad
 from hcx.align.losses import gae, kl_shaped_rewards, repeated_ngram_mask
 
 
@@ -84,14 +85,12 @@ def concat(parts: Sequence[Experience]) -> Experience:
 
 def layout(rollouts: Sequence[Rollout], pad_id: int) -> tuple[Tensor, Tensor, Tensor]:
     """Right-padded tokens (B, L), response positions (B, R) in the shifted sequence, response mask."""
-    sequences = [r.prompt_ids + r.response_ids for r in rollouts]
-    width = max(len(s) for s in sequences)
+    tokens = right_pad([r.prompt_ids + r.response_ids for r in rollouts], pad_id)
+    width = tokens.shape[1]
     response_width = max(1, max(len(r.response_ids) for r in rollouts))
-    tokens = torch.full((len(rollouts), width), pad_id, dtype=torch.long)
     index = torch.zeros((len(rollouts), response_width), dtype=torch.long)
     mask = torch.zeros((len(rollouts), response_width))
-    for row, (rollout, seq) in enumerate(zip(rollouts, sequences, strict=True)):
-        tokens[row, : len(seq)] = torch.tensor(seq)
+    for row, rollout in enumerate(rollouts):
         n, start = len(rollout.response_ids), len(rollout.prompt_ids) - 1
         index[row] = (start + torch.arange(response_width)).clamp(max=width - 2)
         mask[row, :n] = 1.0

@@ -12,6 +12,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from hcx.align.batching import right_pad
 from hcx.align.reward_model import RewardModel, RewardStats
 
 
@@ -55,9 +56,5 @@ class ModelReward:
 
     @torch.no_grad()
     def __call__(self, sequences: Sequence[Sequence[int]], responses: Sequence[str]) -> Tensor:
-        width = max(len(s) for s in sequences)
-        tokens = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
-        for row, seq in enumerate(sequences):
-            tokens[row, : len(seq)] = torch.tensor(seq)
         lengths = torch.tensor([len(s) for s in sequences])
-        return self.stats.normalize(self.model(tokens, lengths))
+        return self.stats.normalize(self.model(right_pad(sequences, self.pad_id), lengths))

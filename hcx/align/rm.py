@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from hcx.align.batching import right_pad
 from hcx.align.config import RmConfig
 from hcx.align.losses import bradley_terry_loss, pairwise_accuracy
 from hcx.align.preferences import PreferenceGroup, read_preferences
@@ -33,10 +34,7 @@ def collate_groups(
 ) -> tuple[torch.Tensor, torch.Tensor, list, list]:
     """Right-padded responses of all groups, their lengths, and flat (better, worse) indices."""
     sequences = [seq for group in groups for seq in group.sequences]
-    width = max(len(s) for s in sequences)
-    tokens = torch.full((len(sequences), width), pad_id, dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        tokens[row, : len(seq)] = torch.tensor(seq)
+    tokens = right_pad(sequences, pad_id)
     lengths = torch.tensor([len(s) for s in sequences])
     better, worse, offset = [], [], 0
     for group in groups:
