@@ -8,6 +8,7 @@ counts it (by reason, with the first locations kept for the log) and carries on;
 from __future__ import annotations
 
 import gzip
+import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -102,3 +103,10 @@ def read_records(
         if limit is not None and len(items) >= limit:
             break
     return items
+
+
+def hold_out(items: list[T], n: int, seed: int) -> tuple[list[T], list[T]]:
+    """``n`` items set aside at random (seeded) and the rest, for held-out evaluation."""
+    shuffled = list(items)
+    random.Random(seed).shuffle(shuffled)
+    return shuffled[:n], shuffled[n:]

@@ -47,7 +47,7 @@ from hcx.align.reward_model import RewardModel, load_reward_model
 from hcx.align.rewards import BrevityReward, HangulReward, ModelReward, Reward
 from hcx.model import Transformer
 from hcx.model.hf import export_hf, import_hf
-from hcx.records import ReadReport, Rejected, read_records
+from hcx.records import ReadReport, Rejected, hold_out, read_records
 from hcx.serve.config import EngineConfig
 from hcx.serve.engine import Engine
 from hcx.serve.sampling import SamplingParams
@@ -76,9 +76,9 @@ def read_prompts(
     train, held_out = [], []
     for source in cfg.prompts:
         prompts = read_records(source.path, parse, cfg.bad_records, report=report, what="prompt")
-        random.Random(cfg.seed).shuffle(prompts)
-        held_out.extend(prompts[: cfg.held_out])
-        train.extend(prompts[cfg.held_out :])
+        kept_out, rest = hold_out(prompts, cfg.held_out, cfg.seed)
+        held_out.extend(kept_out)
+        train.extend(rest)
     if not train:
         raise PpoSetupError("ppo.prompts: no usable prompt")
     return train, held_out

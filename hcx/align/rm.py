@@ -23,7 +23,7 @@ from hcx.align.losses import bradley_terry_loss, pairwise_accuracy
 from hcx.align.preferences import PreferenceGroup, read_preferences
 from hcx.align.reward_model import RewardModel, RewardStats, export_reward_model
 from hcx.model.hf import import_hf
-from hcx.records import ReadReport
+from hcx.records import ReadReport, hold_out
 from hcx.tokenizer import load
 from hcx.train.checkpoint import CheckpointSaved
 from hcx.train.loop import Trainer, TrainResult, full_state_dict, is_rank0
@@ -67,9 +67,9 @@ class RmTrainer(Trainer):
                 source.language,
                 report=self.read_report,
             )
-            random.Random(cfg.seed).shuffle(groups)
-            self.held_out.setdefault(source.language, []).extend(groups[: cfg.held_out])
-            self.train_groups.extend(groups[cfg.held_out :])
+            kept_out, rest = hold_out(groups, cfg.held_out, cfg.seed)
+            self.held_out.setdefault(source.language, []).extend(kept_out)
+            self.train_groups.extend(rest)
         if cfg.max_samples is not None:
             self.train_groups = self.train_groups[: cfg.max_samples]
         if not self.train_groups:

@@ -24,7 +24,7 @@ from hcx.align.config import SftConfig
 from hcx.align.conversations import IGNORE_INDEX, SftExample, read_conversations
 from hcx.model import Transformer
 from hcx.model.hf import export_hf, import_hf
-from hcx.records import ReadReport
+from hcx.records import ReadReport, hold_out
 from hcx.tokenizer import HcxTokenizer, load
 from hcx.train.checkpoint import CheckpointSaved
 from hcx.train.loader import Batch
@@ -62,9 +62,9 @@ def load_sft_data(
         examples = read_conversations(
             source.path, tokenizer, max_len, cfg.bad_records, source.language, report=report
         )
-        random.Random(cfg.seed).shuffle(examples)
-        held_out.setdefault(source.language, []).extend(examples[: cfg.held_out])
-        pools.setdefault(source.language, []).extend(examples[cfg.held_out :])
+        kept_out, rest = hold_out(examples, cfg.held_out, cfg.seed)
+        held_out.setdefault(source.language, []).extend(kept_out)
+        pools.setdefault(source.language, []).extend(rest)
     korean = pools.get("ko", [])
     other = [e for language, pool in pools.items() if language != "ko" for e in pool]
     mixed = mix_by_ratio(korean, other, cfg.korean_ratio, cfg.max_samples, cfg.seed)
@@ -111,7 +111,6 @@ class SftTrainer(Trainer):
         self.attach(
             self.model, cfg.steps or cfg.epochs * per_epoch, {"model": model.cfg.model_dump(mode="json")}
         )
-        self.held_out_before: dict[str, float] = {}
 
     def _epoch_batches(self, epoch: int) -> list[Batch]:
         cfg = self.cfg
