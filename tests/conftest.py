@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gzip
+import json
 from pathlib import Path
 
 import pytest
@@ -32,3 +34,44 @@ def tokenizer_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
 @pytest.fixture(scope="session")
 def tok(tokenizer_dir: Path) -> HcxTokenizer:
     return load(tokenizer_dir)
+
+
+@pytest.fixture(scope="session")
+def corpus_glob(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> str:
+    """Two jsonl.gz files (Korean, English) with the corpus builder's fields, from the shared data."""
+    from tests.model.conftest import read_texts
+
+    out = tmp_path_factory.mktemp("corpus")
+    for language, limit in (("ko", 1500), ("en", 200)):
+        texts = read_texts(data_dir / "pretrain" / f"{language}.jsonl.gz", limit, skip=3000)
+        with gzip.open(out / f"{language}.jsonl.gz", "wt", encoding="utf-8") as f:
+            for i, text in enumerate(texts):
+                record = {"text": text, "id": f"{language}-{i}", "segment": language, "language": language}
+                f.write(json.dumps({**record, "source": "shared"}, ensure_ascii=False) + "\n")
+    return str(out / "*.jsonl.gz")
+
+
+@pytest.fixture(scope="session")
+def base_model_dir(tokenizer_dir: Path, corpus_glob: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny decoder briefly pretrained on real shared text by `hcx pretrain` and exported to HF."""
+    from hcx.train.config import PretrainConfig
+    from hcx.train.trainer import Pretrainer
+
+    out = tmp_path_factory.mktemp("base")
+    cfg = PretrainConfig.model_validate(
+        {
+            "corpus": corpus_glob,
+            "tokenizer": str(tokenizer_dir),
+            "output_dir": str(out / "run"),
+            "model": {"preset": "tiny", "vocab_size": None, "n_layers": 2, "max_seq_len": 512},
+            "steps": 40,
+            "stages": [{"fraction": 1.0, "seq_len": 256, "batch_size": 8, "rope_base": 10_000}],
+            "optim": {"lr": 3e-3, "warmup_steps": 5},
+            "checkpoint": {"every": 1000},
+            "dtype": "float32",
+            "export_hf": str(out / "hf"),
+        }
+    )
+    result = Pretrainer(cfg).train()
+    assert result.hf_dir is not None and result.losses[-1] < result.losses[0]
+    return result.hf_dir

@@ -2,29 +2,12 @@
 
 from __future__ import annotations
 
-import gzip
-import json
-from pathlib import Path
-
 import pytest
 
 from hcx.train.config import PretrainConfig
-from tests.model.conftest import korean_texts, one_torch_thread, read_texts, tokenizer
+from tests.model.conftest import korean_texts, one_torch_thread, tokenizer
 
 __all__ = ["korean_texts", "one_torch_thread", "tokenizer"]
-
-
-@pytest.fixture(scope="session")
-def corpus_glob(tmp_path_factory, data_dir: Path) -> str:
-    """Two jsonl.gz files (Korean, English) with the corpus builder's fields, from the shared data."""
-    out = tmp_path_factory.mktemp("corpus")
-    for language, limit in (("ko", 1500), ("en", 200)):
-        texts = read_texts(data_dir / "pretrain" / f"{language}.jsonl.gz", limit, skip=3000)
-        with gzip.open(out / f"{language}.jsonl.gz", "wt", encoding="utf-8") as f:
-            for i, text in enumerate(texts):
-                record = {"text": text, "id": f"{language}-{i}", "segment": language, "language": language}
-                f.write(json.dumps({**record, "source": "shared"}, ensure_ascii=False) + "\n")
-    return str(out / "*.jsonl.gz")
 
 
 @pytest.fixture
