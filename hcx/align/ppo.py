@@ -164,7 +164,12 @@ class PpoTrainer(Trainer):
         self.attach(
             nn.ModuleDict({"policy": policy, "value": value}),
             iterations * cfg.ppo_epochs * minibatches,
-            {"model": policy.cfg.model_dump(mode="json")},
+            {
+                "model": policy.cfg.model_dump(mode="json"),
+                "tokenizer": str(Path(cfg.policy).resolve()),
+                "rope_base": policy.rope_base,
+                "weights_prefix": "policy.",
+            },
         )
         self.iterations = iterations
         self.policy, self.value = policy, value

@@ -109,7 +109,13 @@ class SftTrainer(Trainer):
         per_epoch = math.ceil(len(self.batches) / self.mesh.dp)
         self.model = self.shard(model)
         self.attach(
-            self.model, cfg.steps or cfg.epochs * per_epoch, {"model": model.cfg.model_dump(mode="json")}
+            self.model,
+            cfg.steps or cfg.epochs * per_epoch,
+            {
+                "model": model.cfg.model_dump(mode="json"),
+                "tokenizer": str(self.tokenizer_dir.resolve()),
+                "rope_base": model.rope_base,
+            },
         )
 
     def _epoch_batches(self, epoch: int) -> list[Batch]:

@@ -58,6 +58,78 @@ def read_events(output_dir: str | Path) -> list[CheckpointSaved]:
     return [CheckpointSaved(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
+def publish_to_pipeline(event: CheckpointSaved) -> None:
+    """Record the event in the pipeline's store when this stage runs under ``hcx run`` (SPEC §5.4).
+
+    The pipeline names its store and the stage in the environment of the stage's process, so
+    a stage run by hand stays independent of the pipeline.
+    """
+    url = os.environ.get("HCX_PIPELINE_STORE")
+    if not url:
+        return
+    from hcx.pipeline.store import Store
+
+    stage = os.environ.get("HCX_PIPELINE_STAGE", event.stage)
+    evaluate = os.environ.get("HCX_PIPELINE_EVALUATE") == "1"
+    path = event.path
+    if evaluate and (snapshots := os.environ.get("HCX_PIPELINE_SNAPSHOTS")):
+        path = str(_snapshot(Path(event.path), Path(snapshots) / stage))
+    Store(url).publish(
+        stage,
+        path,
+        event.step,
+        event.time,
+        event.tokens_seen,
+        event.loss,
+        evaluate=evaluate,
+    )
+
+
+def _snapshot(checkpoint: Path, folder: Path) -> Path:
+    """Hard-link a checkpoint aside so pruning cannot delete it before a worker evaluates it."""
+    target = folder / checkpoint.name
+    if not target.exists():
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+        def link(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        shutil.copytree(checkpoint, tmp, copy_function=link)
+        os.replace(tmp, target)
+    return target
+
+
+def load_model(path: str | Path) -> tuple[Any, Path]:
+    """The language model saved in one training checkpoint directory, and its tokenizer directory.
+
+    Evaluation workers use this on ``step_NNNNNNN`` folders: only the model weights are read
+    (no optimizer), with the RoPE base in force when the checkpoint was saved.
+    """
+    from hcx.model.config import ModelConfig
+    from hcx.model.transformer import Transformer
+
+    path = Path(path)
+    meta_path = path / META
+    if not meta_path.is_file():
+        raise CheckpointError(f"{meta_path}: missing; {path} is not an hcx training checkpoint")
+    meta = json.loads(meta_path.read_text())
+    if "tokenizer" not in meta:
+        raise CheckpointError(
+            f"{meta_path}: no tokenizer recorded; this checkpoint cannot be evaluated alone"
+        )
+    model = Transformer(ModelConfig.model_validate(meta["model"]))
+    prefix = meta.get("weights_prefix", "")
+    state = {"model": {prefix + k: v for k, v in model.state_dict().items()}}
+    _dcp(dcp.load, state, checkpoint_id=str(path))
+    model.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()})
+    model.set_rope_base(float(meta.get("rope_base", model.rope_base)))
+    return model.eval(), Path(meta["tokenizer"])
+
+
 def _dcp(fn, *args, **kwargs):
     """Call a DCP function; without a process group it runs single-process, as intended here."""
     with warnings.catch_warnings():
@@ -141,6 +213,7 @@ class Checkpointer:
             event = dataclasses.replace(event, path=str(final), time=time.time())
             with open(self.output_dir / EVENTS, "a", encoding="utf-8") as f:
                 f.write(event.to_json() + "\n")
+            publish_to_pipeline(event)
             self._prune(final)
             if self.on_saved is not None:
                 self.on_saved(event)

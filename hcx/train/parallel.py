@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.tensor import DTensor, Replicate
 
+from hcx.model.config import ModelConfig
 from hcx.model.transformer import Transformer
 from hcx.train.config import ParallelConfig
 
@@ -64,15 +65,21 @@ def init_distributed() -> torch.device:
     return torch.device("cpu")
 
 
-def build_mesh(cfg: ParallelConfig, device: torch.device) -> Mesh:
-    """Check the layout against the world size, then build the (pp, dp, tp) mesh."""
-    world = dist.get_world_size() if dist.is_initialized() else 1
+def resolve_dp(cfg: ParallelConfig, world: int) -> int:
+    """The data-parallel degree of ``cfg`` on ``world`` ranks, or a MeshError saying why it does not fit."""
     dp = cfg.dp if cfg.dp != -1 else world // (cfg.tp * cfg.pp)
     if min(dp, cfg.tp, cfg.pp) < 1 or dp * cfg.tp * cfg.pp != world:
         raise MeshError(
             f"pretrain.parallel: pp={cfg.pp} × dp={cfg.dp} × tp={cfg.tp} does not divide the world size "
             f"{world} (dp=-1 takes what pp × tp leave; launch with torchrun --nproc-per-node)"
         )
+    return dp
+
+
+def build_mesh(cfg: ParallelConfig, device: torch.device) -> Mesh:
+    """Check the layout against the world size, then build the (pp, dp, tp) mesh."""
+    world = dist.get_world_size() if dist.is_initialized() else 1
+    dp = resolve_dp(cfg, world)
     if world == 1:
         return Mesh(mesh=None, device=device)
     mesh = init_device_mesh(device.type, (cfg.pp, dp, cfg.tp), mesh_dim_names=("pp", "dp", "tp"))
@@ -87,20 +94,18 @@ def build_mesh(cfg: ParallelConfig, device: torch.device) -> Mesh:
     )
 
 
-def check_layout(model: Transformer, mesh: Mesh) -> None:
-    cfg = model.cfg
+def check_layout(cfg: ModelConfig, tp: int, pp: int) -> None:
+    """Refuse a (tp, pp) split the model's shapes do not allow (also used by ``hcx run --dry-run``)."""
     for name, size in (("n_heads", cfg.n_heads), ("n_kv_heads", cfg.n_kv_heads), ("ffn_dim", cfg.ffn_dim)):
-        if size % mesh.tp:
-            raise MeshError(f"pretrain.model.{name}={size} is not divisible by parallel.tp={mesh.tp}")
-    if cfg.vocab_size % mesh.tp:
-        raise MeshError(
-            f"pretrain.model.vocab_size={cfg.vocab_size} is not divisible by parallel.tp={mesh.tp}"
-        )
-    if mesh.tp > 1 and cfg.tie_embeddings:
+        if size % tp:
+            raise MeshError(f"pretrain.model.{name}={size} is not divisible by parallel.tp={tp}")
+    if cfg.vocab_size % tp:
+        raise MeshError(f"pretrain.model.vocab_size={cfg.vocab_size} is not divisible by parallel.tp={tp}")
+    if tp > 1 and cfg.tie_embeddings:
         raise MeshError("pretrain.model.tie_embeddings is not supported with parallel.tp > 1")
-    if cfg.n_layers < mesh.pp:
-        raise MeshError(f"pretrain.model.n_layers={cfg.n_layers} is fewer than parallel.pp={mesh.pp} stages")
-    if mesh.pp > 1 and cfg.tie_embeddings:
+    if cfg.n_layers < pp:
+        raise MeshError(f"pretrain.model.n_layers={cfg.n_layers} is fewer than parallel.pp={pp} stages")
+    if pp > 1 and cfg.tie_embeddings:
         raise MeshError("pretrain.model.tie_embeddings is not supported with parallel.pp > 1")
 
 
@@ -169,7 +174,7 @@ def parallelize(
     Weights are initialised before sharding so every layout starts from the same numbers as a
     single process with the same seed (what the parity tests compare).
     """
-    check_layout(model, mesh)
+    check_layout(model.cfg, mesh.tp, mesh.pp)
     if mesh.pp > 1:
         model = split_pipeline_stage(model, mesh.pp_rank, mesh.pp)
     model = model.to(mesh.device)

@@ -137,6 +137,8 @@ class Pretrainer:
         meta = {
             "model": self.model_cfg.model_dump(mode="json", exclude={"preset", "init_std"}),
             "mesh": {"pp": self.mesh.pp, "dp": self.mesh.dp, "tp": self.mesh.tp},
+            "tokenizer": str(Path(cfg.tokenizer).resolve()),
+            "rope_base": cfg.stages[0].rope_base,
         }
         self.checkpointer = Checkpointer(
             self.out, meta, cfg.checkpoint.keep, cfg.checkpoint.async_save, on_checkpoint
@@ -196,6 +198,7 @@ class Pretrainer:
     def _enter_stage(self, index: int) -> None:
         """Context switch (SPEC §4): new RoPE base; the loader repacks at the new row length."""
         stage = self.cfg.stages[index]
+        self.checkpointer.meta["rope_base"] = stage.rope_base
         for module in self.model.modules():
             if isinstance(module, Transformer):
                 module.set_rope_base(stage.rope_base)
@@ -274,6 +277,8 @@ class Pretrainer:
                     "world": self.mesh.pp * self.mesh.dp * self.mesh.tp,
                 }
             )
+        else:
+            log.log({"event": "resume", "step": self.step, "tokens_seen": self.tokens_seen})
         window_tokens, window_start, window_losses = 0, time.perf_counter(), []
         while self.step < stop:
             index, stage = cfg.stage_at(self.step)

@@ -1,0 +1,150 @@
+"""What a finished pipeline shows: its artifacts, training curves and an end-of-run summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from hcx.pipeline.plan import PlannedStage
+    from hcx.pipeline.runner import PipelineResult
+
+# Files a stage leaves in its output directory that belong in its MLflow run.
+ARTIFACTS = (
+    "train_log.jsonl",
+    "stats.json",
+    "summary.md",
+    "ppo_summary.json",
+    "report.json",
+    "report.md",
+    "radar.png",
+)
+KEY_METRICS = (
+    "loss",
+    "held_out_loss/ko",
+    "held_out_loss/en",
+    "accuracy",
+    "held_out_accuracy",
+    "reward",
+    "kl",
+    "length",
+)
+
+
+def stage_artifacts(stage: PlannedStage) -> list[Path]:
+    return [stage.output_dir / name for name in ARTIFACTS if (stage.output_dir / name).is_file()]
+
+
+def read_log(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if "step" in row and "event" not in row:
+            rows.append(row)
+    return rows
+
+
+def curve_plot(log_path: Path, out: Path, keys: tuple[str, ...] = ("loss", "reward", "kl")) -> Path | None:
+    """Loss (and for PPO reward and KL) against step, one panel per metric present."""
+    rows = read_log(log_path)
+    present = [k for k in keys if any(k in r for r in rows)]
+    if not present:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(present), figsize=(4.5 * len(present), 3.2), squeeze=False)
+    for ax, key in zip(axes[0], present, strict=True):
+        points = [(r["step"], r[key]) for r in rows if key in r]
+        ax.plot(*zip(*points, strict=True), marker=".", linewidth=1)
+        ax.set_xlabel("step")
+        ax.set_title(f"{log_path.parent.name}: {key}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def training_curves(result: PipelineResult, logs: dict[str, Path], out: Path) -> Path | None:
+    """One figure with every training stage's loss curve and the per-checkpoint eval scores."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = {name: read_log(path) for name, path in logs.items()}
+    curves = {n: [r for r in rows if "loss" in r] for n, rows in curves.items()}
+    curves = {n: rows for n, rows in curves.items() if rows}
+    evaluated: dict[str, list[tuple[int, float]]] = {}
+    for row in result.evaluations:
+        if row["status"] == "done" and row["result"]:
+            evaluated.setdefault(row["stage"], []).append((row["step"], row["result"]["overall"]))
+    panels = len(curves) + (1 if evaluated else 0)
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.2), squeeze=False)
+    for ax, (name, rows) in zip(axes[0], curves.items(), strict=False):
+        ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], linewidth=1)
+        ax.set_title(f"{name} loss")
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    if evaluated:
+        ax = axes[0][-1]
+        for name, points in evaluated.items():
+            ax.plot(*zip(*sorted(points), strict=True), marker="o", label=name)
+        ax.set_title("checkpoint eval (overall)")
+        ax.set_xlabel("step")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def print_summary(result: PipelineResult, plan_outputs: dict[str, Path], curves: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from hcx.pipeline.tracking import ui_command
+
+    console = Console()
+    table = Table(title="hcx run: stages")
+    for column in ("stage", "status", "seconds", "key metrics", "output"):
+        table.add_column(column)
+    for name, outcome in result.stages.items():
+        metrics = ", ".join(f"{k} {v:.4g}" for k, v in outcome.metrics.items() if k in KEY_METRICS)
+        table.add_row(
+            name, outcome.status, f"{outcome.seconds:.0f}", metrics, str(plan_outputs.get(name, ""))
+        )
+    console.print(table)
+    done = [e for e in result.evaluations if e["status"] == "done"]
+    if result.evaluations:
+        evals = Table(title="checkpoint evaluations (asynchronous)")
+        for column in ("stage", "step", "overall", "worker", "attempts"):
+            evals.add_column(column)
+        for e in result.evaluations:
+            overall = (e["result"] or {}).get("overall")
+            evals.add_row(
+                e["stage"],
+                str(e["step"]),
+                "-" if overall is None else f"{overall:.2f}",
+                str(e["worker"]),
+                str(e["attempts"]),
+            )
+        console.print(evals)
+        console.print(f"{len(done)} of {len(result.evaluations)} checkpoint evaluations recorded")
+    if curves is not None:
+        console.print(f"training curves: {curves}")
+    console.print(f"MLflow: {ui_command(result.tracking_uri)}  (parent run {result.parent_run_id})")

@@ -1,0 +1,96 @@
+"""Small real recipes for the pipeline: tiny pretraining and SFT on the shared data."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+# Two cheap log-likelihood tasks on real shared items: enough to score a checkpoint in seconds.
+TEST_SUITE = {
+    "description": "pipeline tests",
+    "tasks": [
+        {"task": "hcx_kmmlu_criminal_law", "num_fewshot": 0, "limit": 4, "category": "korean"},
+        {"task": "hcx_piqa", "limit": 4, "category": "commonsense"},
+    ],
+}
+
+
+def pipeline_recipe(
+    tmp_path: Path,
+    tokenizer_dir: Path,
+    corpus_glob: str,
+    data_dir: Path,
+    *,
+    pretrain_steps: int = 12,
+    sft_steps: int = 6,
+    workers: int = 1,
+    executor: str = "local",
+    stages: tuple[str, ...] = ("pretrain", "sft"),
+) -> Path:
+    suite = tmp_path / "suite.yaml"
+    suite.write_text(yaml.safe_dump(TEST_SUITE))
+    graph = {"pretrain": {"resources": {"cpus": 1}}, "sft": {"needs": ["pretrain"], "resources": {"cpus": 1}}}
+    recipe = {
+        "pipeline": {
+            "run_dir": str(tmp_path / "pipe"),
+            "executor": executor,
+            "stages": {name: graph[name] for name in stages},
+            "evaluation": {
+                "workers": workers,
+                "suite": str(suite),
+                "lease_seconds": 20,
+                "heartbeat_seconds": 2,
+                "poll_seconds": 0.5,
+                "resources": {"cpus": 1},
+            },
+        },
+        "pretrain": {
+            "corpus": corpus_glob,
+            "tokenizer": str(tokenizer_dir),
+            "output_dir": str(tmp_path / "pretrain"),
+            "model": {"preset": "tiny", "vocab_size": None, "n_layers": 2, "max_seq_len": 256},
+            "steps": pretrain_steps,
+            "stages": [{"fraction": 1.0, "seq_len": 64, "batch_size": 4, "rope_base": 10000}],
+            "optim": {"lr": 3e-3, "warmup_steps": 2},
+            "checkpoint": {"every": 4},
+            "dtype": "float32",
+            "log_every": 1,
+            "export_hf": str(tmp_path / "hf"),
+        },
+        "sft": {
+            "init": str(tmp_path / "hf"),
+            "output_dir": str(tmp_path / "sft"),
+            "sources": [{"path": str(data_dir / "sft" / "ko.jsonl.gz"), "language": "ko"}],
+            "korean_ratio": 1.0,
+            "max_samples": 200,
+            "held_out": 10,
+            "max_len": 128,
+            "max_tokens": 1024,
+            "steps": sft_steps,
+            "dtype": "float32",
+            "log_every": 1,
+            "optim": {"lr": 1e-3, "warmup_steps": 1},
+            "checkpoint": {"every": 3},
+        },
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def hcx(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hcx.cli", *args], capture_output=True, text=True, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def finished_pipeline(tmp_path_factory, tokenizer_dir: Path, corpus_glob: str, data_dir: Path) -> Path:
+    """One real ``hcx run`` of pretrain -> sft with one evaluation worker; returns its recipe."""
+    tmp = tmp_path_factory.mktemp("pipeline")
+    recipe = pipeline_recipe(tmp, tokenizer_dir, corpus_glob, data_dir)
+    done = hcx("run", str(recipe), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return recipe

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+from mlflow.tracking import MlflowClient
+
+from hcx.pipeline.store import Store
+from hcx.pipeline.worker import CLOSED
+from tests.pipeline.conftest import hcx, pipeline_recipe
+
+
+def run_dir(recipe: Path) -> Path:
+    return Path(yaml.safe_load(recipe.read_text())["pipeline"]["run_dir"])
+
+
+def test_stages_run_in_order_and_every_checkpoint_is_evaluated_once(finished_pipeline: Path) -> None:
+    store = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    stages = store.all_stages()
+    assert {n: s["status"] for n, s in stages.items()} == {"pretrain": "done", "sft": "done"}
+    assert stages["pretrain"]["finished"] <= stages["sft"]["started"]
+    events = store.events()
+    assert [(e.stage, e.step) for e in events] == [
+        ("pretrain", 4),
+        ("pretrain", 8),
+        ("pretrain", 12),
+        ("sft", 3),
+        ("sft", 6),
+    ]
+    evaluations = store.evaluations()
+    assert [(e["stage"], e["step"], e["status"]) for e in evaluations] == [
+        (e.stage, e.step, "done") for e in events
+    ]
+    for row in evaluations:
+        result = row["result"]
+        assert set(result["scores"]) == {"hcx_kmmlu_criminal_law", "hcx_piqa"}
+        assert 0 <= result["overall"] <= 100
+        assert Path(result["files"]["radar"]).is_file()
+    # Snapshots taken for evaluation are gone once evaluated; the stages' own checkpoints remain.
+    assert not any((run_dir(finished_pipeline) / "snapshots").glob("*/step_*"))
+
+
+def test_checkpoints_are_evaluated_while_training_goes_on(finished_pipeline: Path) -> None:
+    store = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    stages = store.all_stages()
+    evaluations = store.evaluations()
+    first_eval_done = min(e["finished"] for e in evaluations)
+    last_checkpoint = max(e["event_time"] for e in evaluations)
+    # An evaluation finished before training did: evaluation and training interleaved in time.
+    assert first_eval_done < last_checkpoint
+    assert first_eval_done < stages["sft"]["finished"]
+
+
+def test_mlflow_holds_the_parent_run_stage_runs_metrics_artifacts_and_models(finished_pipeline: Path) -> None:
+    uri = f"sqlite:///{run_dir(finished_pipeline)}/mlflow.db"
+    client = MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("hcx")
+    runs = {r.info.run_name: r for r in client.search_runs([experiment.experiment_id])}
+    parent = runs["pipeline:recipe"]
+    assert parent.info.status == "FINISHED"
+    for stage in ("pretrain", "sft"):
+        run = runs[stage]
+        assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert run.data.params["output_dir"].endswith(stage)
+        losses = client.get_metric_history(run.info.run_id, "loss")
+        assert len(losses) == {"pretrain": 12, "sft": 6}[stage]
+        overall = client.get_metric_history(run.info.run_id, "eval/overall")
+        assert sorted(m.step for m in overall) == {"pretrain": [4, 8, 12], "sft": [3, 6]}[stage]
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"eval", "model", "plots", "train_log.jsonl"} <= artifacts
+        versions = client.search_model_versions(f"name='hcx-recipe-{stage}'")
+        assert [v.run_id for v in versions] == [run.info.run_id]
+    assert {a.path for a in client.list_artifacts(parent.info.run_id)} == {"plots"}
+    summary = json.loads((run_dir(finished_pipeline) / "summary.json").read_text())
+    assert summary["ok"] and len(summary["evaluations"]) == 5
+
+
+def test_a_rerun_skips_finished_stages(finished_pipeline: Path) -> None:
+    again = hcx("run", str(finished_pipeline), timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "skip   pretrain" in again.stdout and "skip   sft" in again.stdout
+    store = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    assert {s["attempts"] for s in store.all_stages().values()} == {1}
+
+
+def test_killed_pretraining_resumes_from_its_checkpoint_on_rerun(
+    tmp_path: Path, tokenizer_dir: Path, corpus_glob: str, data_dir: Path
+) -> None:
+    recipe = pipeline_recipe(
+        tmp_path, tokenizer_dir, corpus_glob, data_dir, pretrain_steps=400, workers=0, stages=("pretrain",)
+    )
+    store = Store(f"sqlite:///{tmp_path}/pipe/pipeline.db")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "hcx.cli", "run", str(recipe)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 300
+    while len(store.events("pretrain")) < 2:
+        assert driver.poll() is None and time.time() < deadline, driver.stdout.read() if driver.stdout else ""
+        time.sleep(0.5)
+    os.kill(store.stage("pretrain")["pid"], signal.SIGKILL)
+    output = driver.communicate(timeout=120)[0]
+    assert driver.returncode == 1 and "FAIL   pretrain" in output
+    assert store.stage("pretrain")["status"] == "failed"
+    saved = max(e.step for e in store.events("pretrain"))
+
+    rerun = hcx("run", str(recipe), "--set", "pretrain.steps=" + str(saved + 4), timeout=300)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    log = [json.loads(line) for line in (tmp_path / "pretrain" / "train_log.jsonl").read_text().splitlines()]
+    resumes = [r for r in log if r.get("event") == "resume"]
+    assert resumes and resumes[-1]["step"] == saved
+    assert store.stage("pretrain")["status"] == "done" and store.stage("pretrain")["attempts"] == 2
+
+
+def test_a_worker_killed_mid_evaluation_leads_to_exactly_one_result(
+    finished_pipeline: Path, tmp_path: Path
+) -> None:
+    """Re-publish a real checkpoint into a fresh store; kill the first worker while it evaluates."""
+    source = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    checkpoint = sorted((finished_pipeline.parent / "pretrain" / "checkpoints").glob("step_*"))[-1]
+    recipe = tmp_path / "recipe.yaml"
+    body = yaml.safe_load(finished_pipeline.read_text())
+    body["pipeline"]["run_dir"] = str(tmp_path / "pipe")
+    body["pipeline"]["evaluation"]["lease_seconds"] = 4
+    body["pipeline"]["evaluation"]["heartbeat_seconds"] = 1
+    recipe.write_text(yaml.safe_dump(body))
+    store = Store(f"sqlite:///{tmp_path}/pipe/pipeline.db")
+    store.publish("pretrain", str(checkpoint), int(checkpoint.name.split("_")[1]))
+    store.set_flag(CLOSED, True)
+    assert source.events()  # the fixture really produced checkpoints
+
+    doomed = subprocess.Popen(
+        [sys.executable, "-m", "hcx.cli", "pipeline", "worker", str(recipe), "--worker-id", "doomed"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while store.evaluations()[0]["status"] != "claimed":
+        assert doomed.poll() is None and time.time() < deadline
+        time.sleep(0.1)
+    time.sleep(1.5)  # mid-evaluation: loading the model, reading items
+    doomed.kill()
+    doomed.wait()
+    assert store.evaluations()[0]["status"] == "claimed"
+
+    survivor = hcx("pipeline", "worker", str(recipe), "--worker-id", "survivor", timeout=300)
+    assert survivor.returncode == 0, survivor.stderr[-2000:]
+    (row,) = store.evaluations()
+    assert (row["status"], row["worker"], row["attempts"]) == ("done", "survivor", 2)
+    assert row["result"]["worker"] == "survivor"
