@@ -42,11 +42,16 @@ def run(
     overrides = [*(overrides or []), *([f"pipeline.executor={executor}"] if executor else [])]
     plan = _plan(recipe, overrides, dry_run)
     if dry_run:
+        from hcx.train.parallel import resolve_dp
+
         for name in plan.order:
             stage = plan.stages[name]
             world = stage.spec.procs_per_node * stage.spec.nodes
+            parallel = getattr(stage.config, "parallel", None)
+            mesh = f"pp{parallel.pp}×dp{resolve_dp(parallel, world)}×tp{parallel.tp}" if parallel else "-"
             typer.echo(
                 f"{name:10s} kind={stage.kind:9s} needs={','.join(stage.needs) or '-':22s} world={world:<4d} "
+                f"mesh={mesh:14s} "
                 f"cpus={stage.spec.resources.cpus} gpus={stage.spec.resources.gpus:g} -> {', '.join(stage.outputs)}"
             )
         ev = plan.config.evaluation

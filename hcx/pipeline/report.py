@@ -33,6 +33,8 @@ KEY_METRICS = (
 
 
 def stage_artifacts(stage: PlannedStage) -> list[Path]:
+    if stage.kind == "eval":
+        return [stage.output_dir] if stage.output_dir.is_dir() else []
     return [stage.output_dir / name for name in ARTIFACTS if (stage.output_dir / name).is_file()]
 
 

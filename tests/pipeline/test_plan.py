@@ -119,3 +119,23 @@ def test_dry_run_checks_the_mesh_of_every_stage(tmp_path, tokenizer_dir, corpus_
         dry_run=True,
     )
     assert "pipeline.stages.pretrain (world 6" in error and "does not divide the world size 6" in error
+
+
+@pytest.mark.parametrize(("recipe", "pretrain_mesh"), [("hcx-s", "pp1×dp16×tp8"), ("hcx-l", "pp8×dp8×tp8")])
+def test_real_scale_recipes_pass_the_dry_run(
+    repo_root: Path, recipe: str, pretrain_mesh: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from hcx.cli import app
+
+    for name, value in {"HCX_CORPUS": "/cluster/corpus", "HCX_PIPELINE_DB": "postgresql://db/hcx"}.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow")
+    path = str(repo_root / "recipes" / f"{recipe}.yaml")
+    done = CliRunner().invoke(app, ["run", path, "--dry-run"])
+    assert done.exit_code == 0, done.output
+    pretrain = next(line for line in done.output.splitlines() if line.startswith("pretrain"))
+    assert f"mesh={pretrain_mesh}" in pretrain
+    broken = CliRunner().invoke(app, ["run", path, "--dry-run", "--set", "pretrain.parallel.tp=3"])
+    assert broken.exit_code == 2 and "pipeline.stages.pretrain" in broken.output and "tp=3" in broken.output
