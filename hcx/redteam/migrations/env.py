@@ -1,0 +1,23 @@
+"""Alembic environment: migrations run on the engine :mod:`hcx.redteam.db` passes in.
+
+Without one (the ``alembic`` command line), ``sqlalchemy.url`` from the Alembic config is used.
+"""
+
+from __future__ import annotations
+
+from alembic import context
+from sqlalchemy import create_engine
+
+from hcx.redteam.db import Base
+
+config = context.config
+engine = config.attributes.get("engine") or create_engine(config.get_main_option("sqlalchemy.url"))
+
+with engine.begin() as connection:
+    context.configure(
+        connection=connection,
+        target_metadata=Base.metadata,
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()
