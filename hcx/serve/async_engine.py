@@ -11,6 +11,7 @@ blocks before the next step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 from hcx.serve.engine import Engine, Prompt
@@ -35,11 +36,29 @@ class AsyncEngine:
 
         Bad input raises at the first iteration, before anything is queued.
         """
+        async with contextlib.aclosing(self.open_stream(prompt, params, request_id)) as deltas:
+            async for delta in deltas:
+                yield delta
+
+    def open_stream(
+        self, prompt: Prompt, params: SamplingParams | None = None, request_id: str | None = None
+    ) -> AsyncIterator[Delta]:
+        """As :meth:`stream`, but bad input raises here, so a server can refuse it before responding.
+
+        The request joins the engine at the first iteration; a stream never iterated costs nothing.
+        """
+        self._check_open(request_id)
+        request = self.engine.make_request(prompt, params or SamplingParams(), request_id)
+        return self._follow(request)
+
+    def _check_open(self, request_id: str | None) -> None:
         if self._closing:
             raise RuntimeError("the engine was closed")
-        request = self.engine.make_request(prompt, params or SamplingParams(), request_id)
-        if request.request_id in self._queues:
-            raise ValueError(f"request id {request.request_id!r} is already in use")
+        if request_id is not None and request_id in self._queues:
+            raise ValueError(f"request id {request_id!r} is already in use")
+
+    async def _follow(self, request: Request) -> AsyncIterator[Delta]:
+        self._check_open(request.request_id)
         queue: asyncio.Queue[Delta | BaseException] = asyncio.Queue()
         self._queues[request.request_id] = queue
         self._submitted.append(request)

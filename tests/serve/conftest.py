@@ -15,6 +15,7 @@ import torch
 from hcx.model import ModelConfig, Transformer
 from hcx.serve.prompts import chat_prompt_ids, read_user_turns
 from hcx.tokenizer import HcxTokenizer
+from tests.serve.live_server import korean_turns, live_server, served_model_dir  # noqa: F401  (server tests)
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,483 @@
+"""The OpenAI-compatible HTTP API and the web chat page (SPEC §8), on the engine's continuous batching.
+
+Every request becomes one engine request (one per prompt for a batch of completion
+prompts) fed by :class:`~hcx.serve.async_engine.AsyncEngine`, so all clients share the
+running batch. A client that goes away — a closed stream, or a dropped connection while a
+non-streaming request waits — aborts its engine requests, freeing their batch slots and
+cache blocks before the next step. Refusals use the OpenAI error shape
+``{"error": {"message", "type", "param", "code"}}`` with a message that says what is wrong,
+so the ``openai`` package raises them as its usual ``BadRequestError`` & co.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, Response, StreamingResponse
+from fastapi.staticfiles import StaticFiles
+from pydantic import Field
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from hcx.config import Section
+from hcx.serve.async_engine import AsyncEngine
+from hcx.serve.engine import Engine
+from hcx.serve.openai_schema import (
+    ApiRequest,
+    ChatCompletionRequest,
+    CompletionRequest,
+    chat_chunk,
+    chat_completion,
+    error_body,
+    model_list,
+    text_choice,
+    text_completion,
+    usage,
+    usage_chunk,
+)
+from hcx.serve.request import Delta
+from hcx.serve.sampling import SamplingParams
+from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
+
+WEB_DIR = Path(__file__).parent / "web"
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+T = TypeVar("T")
+
+
+class ApiConfig(Section):
+    """What the HTTP layer enforces on top of the engine's own limits."""
+
+    served_name: str = Field(description="the model id clients send and /v1/models lists")
+    api_key: str | None = Field(default=None, description="bearer token required on /v1/*; none: open")
+    max_tokens: int | None = Field(
+        default=None, ge=1, description="largest max_tokens a request may ask for; none: the context length"
+    )
+    max_body_bytes: int = Field(default=4_000_000, ge=1024, description="larger request bodies get 413")
+
+
+class ApiError(Exception):
+    """A refusal with its HTTP status and OpenAI error fields."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        param: str | None = None,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+    ):
+        super().__init__(message)
+        self.status, self.message, self.param, self.type, self.code = status, message, param, type_, code
+
+
+class ClientGone(Exception):
+    """The client disconnected before a non-streaming answer was ready."""
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def sse(body: Any) -> bytes:
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+SSE_DONE = b"data: [DONE]\n\n"
+
+
+class RequestGate:
+    """Checks made before a request body is read: the bearer key on ``/v1/`` and the body's declared size.
+
+    The key is compared in constant time. Bodies sent without ``Content-Length`` (chunked)
+    are bounded by the prompt checks instead, after parsing.
+    """
+
+    def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int):
+        self.app, self.max_body_bytes = app, max_body_bytes
+        self.expected = f"Bearer {api_key}".encode() if api_key is not None else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            refusal = self.refusal(scope)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+    def refusal(self, scope: Scope) -> Response | None:
+        headers = dict(scope["headers"])
+        if self.expected is not None and scope["path"].startswith("/v1/"):
+            given = headers.get(b"authorization", b"")
+            if not hmac.compare_digest(given, self.expected):
+                message = "missing or wrong API key: send the header 'Authorization: Bearer <key>'"
+                body = error_body(message, "invalid_request_error", code="invalid_api_key")
+                return json_response(body, status=401, headers={"WWW-Authenticate": "Bearer"})
+        declared = headers.get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.max_body_bytes:
+            message = f"the request body must have a Content-Length of at most {self.max_body_bytes} bytes"
+            return json_response(
+                error_body(message, "invalid_request_error", code="request_too_large"), status=413
+            )
+        return None
+
+
+class EventStreamResponse(StreamingResponse):
+    """Server-sent events whose generator is closed (and its engine requests aborted) however it ends.
+
+    Starlette cancels the response when the client disconnects; the generator may then be
+    suspended at a ``yield`` rather than inside the engine, so close it explicitly.
+    """
+
+    media_type = "text/event-stream"
+
+    async def stream_response(self, send: Send) -> None:
+        async with contextlib.aclosing(self.body_iterator):  # type: ignore[type-var]
+            await super().stream_response(send)
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (which aborts its engine requests) if the client leaves first."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    finally:
+        watcher.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientGone
+
+
+async def merged(streams: Sequence[AsyncIterator[Delta]]) -> AsyncIterator[tuple[int, Delta]]:
+    """Deltas of several streams as they come, tagged with the stream's index."""
+    if len(streams) == 1:
+        async with contextlib.aclosing(streams[0]) as only:  # type: ignore[type-var]
+            async for delta in only:
+                yield 0, delta
+        return
+    queue: asyncio.Queue[tuple[int, Delta] | BaseException | None] = asyncio.Queue()
+
+    async def pump(index: int, stream: AsyncIterator[Delta]) -> None:
+        try:
+            async with contextlib.aclosing(stream):  # type: ignore[type-var]
+                async for delta in stream:
+                    queue.put_nowait((index, delta))
+        except Exception as error:
+            queue.put_nowait(error)
+        finally:
+            queue.put_nowait(None)
+
+    tasks = [asyncio.ensure_future(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        open_streams = len(tasks)
+        while open_streams:
+            item = await queue.get()
+            if item is None:
+                open_streams -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class OpenAIServer:
+    """Turns API requests into engine requests and engine deltas into API responses."""
+
+    def __init__(self, engine: Engine, config: ApiConfig):
+        if engine.tokenizer is None:
+            raise ValueError("the server needs an engine with a tokenizer (chat template, text)")
+        self.engine = engine
+        self.tokenizer: HcxTokenizer = engine.tokenizer
+        self.streams = AsyncEngine(engine)
+        self.config = config
+        self.context_length = engine.model.cfg.max_seq_len
+        self.created = int(time.time())
+
+    # --- checks -------------------------------------------------------------------------
+    def check_model(self, body: ApiRequest) -> None:
+        if body.model is not None and body.model != self.config.served_name:
+            raise ApiError(
+                404,
+                f"model {body.model!r} is not served here; this server serves {self.config.served_name!r}",
+                param="model",
+                code="model_not_found",
+            )
+
+    def sampling(self, body: ApiRequest, prompt_tokens: int, param: str) -> SamplingParams:
+        """Engine sampling parameters, after checking the token budget against limits and context."""
+        limit = min(self.config.max_tokens or self.context_length, self.context_length)
+        room = self.context_length - prompt_tokens
+        if room <= 0:
+            raise ApiError(
+                400,
+                f"the prompt has {prompt_tokens} tokens; the model's context is {self.context_length} tokens "
+                "and leaves no room for an answer: shorten it",
+                param=param,
+                code="context_length_exceeded",
+            )
+        if body.max_tokens is not None and body.max_tokens > limit:
+            raise ApiError(
+                400, f"max_tokens is {body.max_tokens}, at most {limit} allowed", param="max_tokens"
+            )
+        if body.max_tokens is not None and body.max_tokens > room:
+            raise ApiError(
+                400,
+                f"the prompt ({prompt_tokens} tokens) + max_tokens ({body.max_tokens}) exceeds the model's "
+                f"context of {self.context_length} tokens; ask for at most {room} tokens",
+                param="max_tokens",
+                code="context_length_exceeded",
+            )
+        return SamplingParams(
+            max_new_tokens=body.max_tokens or min(limit, room),
+            temperature=body.temperature,
+            top_p=body.top_p,
+            top_k=body.top_k,
+            stop=body.stop_strings,
+            seed=body.seed,
+            stop_token_ids=[] if body.ignore_eos else None,
+        )
+
+    def open_stream(self, prompt: list[int], params: SamplingParams, request_id: str):
+        try:
+            return self.streams.open_stream(prompt, params, request_id)
+        except ValueError as error:
+            raise ApiError(400, str(error)) from None
+        except RuntimeError as error:
+            raise ApiError(503, str(error), type_="server_error") from None
+
+    # --- prompts ------------------------------------------------------------------------
+    def chat_prompt(self, body: ChatCompletionRequest) -> list[int]:
+        turns = [message.as_turn() for message in body.messages]
+        return self.tokenizer.encode_chat({"messages": turns}, add_generation_prompt=True).ids
+
+    def completion_prompt(self, prompt: str | list[int], suffix: str | None) -> list[int]:
+        """Text prompts start a document (``<|endoftext|>``, as in pretraining); token ids are used as given."""
+        if isinstance(prompt, str):
+            ids = [self.tokenizer.eot_id, *self.tokenizer.encode(prompt)]
+        else:
+            ids = list(prompt)
+        if suffix is None:
+            return ids
+        if ids and ids[0] == self.tokenizer.eot_id:
+            ids = ids[1:]
+        special = self.tokenizer.token_id
+        return [
+            self.tokenizer.eot_id,
+            special(FIM_PREFIX),
+            *ids,
+            special(FIM_SUFFIX),
+            *self.tokenizer.encode(suffix),
+            special(FIM_MIDDLE),
+        ]
+
+    # --- endpoints ----------------------------------------------------------------------
+    async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:
+        self.check_model(body)
+        prompt = self.chat_prompt(body)
+        params = self.sampling(body, len(prompt), param="messages")
+        id_, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.config.served_name
+        deltas = self.open_stream(prompt, params, id_)
+        if body.stream:
+            return EventStreamResponse(
+                self._chat_events(deltas, id_, created, len(prompt), body.include_usage), headers=SSE_HEADERS
+            )
+        text, tokens, finish = await unless_disconnected(request, _collect(deltas))
+        return json_response(chat_completion(id_, created, model, text, finish, usage(len(prompt), tokens)))
+
+    async def _chat_events(
+        self, deltas: AsyncIterator[Delta], id_: str, created: int, prompt_tokens: int, include_usage: bool
+    ) -> AsyncIterator[bytes]:
+        model = self.config.served_name
+        yield sse(chat_chunk(id_, created, model, {"role": "assistant", "content": ""}))
+        tokens = 0
+        async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+            try:
+                async for delta in deltas:
+                    tokens += len(delta.token_ids)
+                    if delta.text:
+                        yield sse(chat_chunk(id_, created, model, {"content": delta.text}))
+                    if delta.finished:
+                        yield sse(chat_chunk(id_, created, model, {}, delta.finish_reason))
+            except Exception as error:
+                yield sse(error_body(f"generation failed: {error}", "server_error"))
+                return
+        if include_usage:
+            yield sse(usage_chunk(id_, created, model, "chat.completion.chunk", usage(prompt_tokens, tokens)))
+        yield SSE_DONE
+
+    async def complete(self, request: Request, body: CompletionRequest) -> Response:
+        self.check_model(body)
+        prompts = [self.completion_prompt(p, body.suffix) for p in body.prompts]
+        params = [self.sampling(body, len(p), param="prompt") for p in prompts]
+        id_, created, model = f"cmpl-{uuid.uuid4().hex}", int(time.time()), self.config.served_name
+        # Streams join the engine when first iterated: refusing a later prompt leaves nothing behind.
+        streams = [
+            self.open_stream(prompt, sp, f"{id_}-{i}")
+            for i, (prompt, sp) in enumerate(zip(prompts, params, strict=True))
+        ]
+        prompt_tokens = sum(len(p) for p in prompts)
+        if body.stream:
+            return EventStreamResponse(
+                self._completion_events(streams, id_, created, prompt_tokens, body.include_usage),
+                headers=SSE_HEADERS,
+            )
+        results = await unless_disconnected(request, asyncio.gather(*(_collect(s) for s in streams)))
+        choices = [text_choice(i, text, finish) for i, (text, _, finish) in enumerate(results)]
+        tokens = sum(n for _, n, _ in results)
+        return json_response(text_completion(id_, created, model, choices, usage(prompt_tokens, tokens)))
+
+    async def _completion_events(
+        self,
+        streams: list[AsyncIterator[Delta]],
+        id_: str,
+        created: int,
+        prompt_tokens: int,
+        include_usage: bool,
+    ) -> AsyncIterator[bytes]:
+        model = self.config.served_name
+        tokens = 0
+        async with contextlib.aclosing(merged(streams)) as deltas:
+            try:
+                async for index, delta in deltas:
+                    tokens += len(delta.token_ids)
+                    if delta.text or delta.finished:
+                        choice = text_choice(index, delta.text, delta.finish_reason)
+                        yield sse(text_completion(id_, created, model, [choice], None))
+            except Exception as error:
+                yield sse(error_body(f"generation failed: {error}", "server_error"))
+                return
+        if include_usage:
+            yield sse(usage_chunk(id_, created, model, "text_completion", usage(prompt_tokens, tokens)))
+        yield SSE_DONE
+
+    def health(self) -> dict[str, Any]:
+        """Liveness plus the batch state (what a load balancer or a test watches)."""
+        return {
+            "status": "ok",
+            "model": self.config.served_name,
+            "running": self.engine.num_running,
+            "waiting": self.engine.num_waiting,
+            "free_cache_blocks": self.engine.pool.num_free,
+            "cache_blocks": self.engine.pool.num_blocks,
+            "steps": self.engine.num_steps,
+            "computed_tokens": self.engine.num_computed_tokens,
+        }
+
+
+async def _collect(deltas: AsyncIterator[Delta]) -> tuple[str, int, str]:
+    """Text, generated token count and finish reason of a whole stream."""
+    pieces: list[str] = []
+    tokens, finish = 0, "abort"
+    async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+        async for delta in deltas:
+            pieces.append(delta.text)
+            tokens += len(delta.token_ids)
+            finish = delta.finish_reason or finish
+    return "".join(pieces), tokens, finish
+
+
+def _validation_message(error: RequestValidationError) -> tuple[str, str | None]:
+    """The first problem of a request body, as 'field: what is wrong' and the field's name."""
+    problems = []
+    for err in error.errors():
+        loc = [p for p in err["loc"] if p != "body"]
+        param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
+        if err["type"] == "extra_forbidden":
+            message = "unsupported parameter"
+        elif err["type"] == "json_invalid":
+            message = f"the body is not valid JSON ({err.get('ctx', {}).get('error', err['msg'])})"
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+        problems.append((f"{param}: {message}" if param else message, param))
+    if not problems:
+        return "invalid request", None
+    return "; ".join(dict.fromkeys(m for m, _ in problems[:3])), problems[0][1]
+
+
+def create_app(engine: Engine, config: ApiConfig) -> FastAPI:
+    """The FastAPI application: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``, ``/health``, ``/``."""
+    server = OpenAIServer(engine, config)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        await server.streams.close()
+
+    app = FastAPI(title="hcx serve", lifespan=lifespan, docs_url="/docs", redoc_url=None)
+    app.state.server = server
+    app.add_middleware(RequestGate, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> Response:
+        return json_response(error_body(error.message, error.type, error.param, error.code), error.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        message, param = _validation_message(error)
+        return json_response(error_body(message, "invalid_request_error", param), 400)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, error: HTTPException) -> Response:
+        return json_response(error_body(str(error.detail), "invalid_request_error"), error.status_code)
+
+    @app.exception_handler(ClientGone)
+    async def client_gone(request: Request, error: ClientGone) -> Response:
+        return Response(status_code=499)
+
+    @app.post("/v1/chat/completions")
+    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
+        return await server.chat(request, body)
+
+    @app.post("/v1/completions")
+    async def completions(request: Request, body: CompletionRequest) -> Response:
+        return await server.complete(request, body)
+
+    @app.get("/v1/models")
+    async def models() -> Response:
+        return json_response(model_list(config.served_name, server.created, server.context_length))
+
+    @app.get("/health")
+    async def health() -> Response:
+        return json_response(server.health())
+
+    @app.get("/", include_in_schema=False)
+    async def chat_page() -> Response:
+        return FileResponse(WEB_DIR / "chat.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=WEB_DIR), name="static")
+    return app
