@@ -112,6 +112,21 @@ class EarlyStopConfig(Section):
     )
 
 
+class RayRolloutConfig(Section):
+    """Where ``rollouts: ray`` runs its rollout actors (SPEC §5.3: asynchronous processing across nodes).
+
+    Actors need only the ``hcx`` package on their node: weights, tokenizer and prompts reach
+    them through Ray's object store, never through a shared file system.
+    """
+
+    address: str | None = Field(
+        default=None, description="an existing cluster ('auto', 'ray://head:10001'); None starts a local Ray"
+    )
+    num_cpus: int | None = Field(default=None, ge=1, description="CPUs of a local Ray (None: all)")
+    worker_cpus: float = Field(default=1.0, gt=0, description="CPUs reserved by each rollout actor")
+    worker_gpus: float = Field(default=0.0, ge=0, description="GPUs reserved by each rollout actor")
+
+
 class PpoConfig(LoopConfig):
     """PPO with four networks (SPEC §5.3): policy and frozen reference from SFT, reward model, value."""
 
@@ -150,6 +165,11 @@ class PpoConfig(LoopConfig):
     )
     asynchronous: bool = Field(default=True, description="generate the next rollouts while learning")
     max_staleness: int = Field(default=1, ge=0, description="policy versions a rollout may lag behind")
+    rollouts: Literal["thread", "ray"] = Field(
+        default="thread", description="rollout generation: a thread in this process, or Ray actors"
+    )
+    rollout_workers: int = Field(default=1, ge=1, description="Ray rollout actors (rollouts: ray)")
+    ray: RayRolloutConfig = Field(default_factory=RayRolloutConfig)
     eval_every: int = Field(default=5, gt=0, description="iterations between validation rewards")
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)
     optim: OptimConfig = Field(
@@ -160,4 +180,8 @@ class PpoConfig(LoopConfig):
     def _check_parallel(self) -> PpoConfig:
         if self.parallel.tp != 1 or self.parallel.dp not in (1, -1):
             raise ValueError("ppo.parallel: PPO runs on one process per node (rollouts via the engine)")
+        if self.rollouts == "thread" and self.rollout_workers != 1:
+            raise ValueError(
+                "ppo.rollout_workers > 1 needs ppo.rollouts: ray (the thread backend has one worker)"
+            )
         return self

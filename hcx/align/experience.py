@@ -30,6 +30,7 @@ class Rollout:
     logprobs: list[float]
     text: str
     version: int
+    worker: int = 0  # which rollout worker generated it (Ray actor rank; 0 for the thread)
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Experience:
     repeated: Tensor
     scores: Tensor  # (B,)
     staleness: Tensor  # (B,)
+    workers: Tensor  # (B,) the rollout worker of each row
 
     def __len__(self) -> int:
         return self.tokens.shape[0]
@@ -105,8 +107,28 @@ def response_logits(model: nn.Module, tokens: Tensor, index: Tensor) -> Tensor:
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, index: Tensor) -> Tensor:
+    return gather_targets(torch.log_softmax(logits, dim=-1), tokens, index)
+
+
+def gather_targets(logprobs: Tensor, tokens: Tensor, index: Tensor) -> Tensor:
+    """Each response token's entry of ``logprobs`` (B, R, V)."""
     targets = tokens[:, 1:].gather(1, index)
-    return torch.log_softmax(logits, dim=-1).gather(-1, targets[..., None]).squeeze(-1)
+    return logprobs.gather(-1, targets[..., None]).squeeze(-1)
+
+
+def token_logprobs_and_entropy(
+    logits: Tensor, tokens: Tensor, index: Tensor, entropy_grad: bool
+) -> tuple[Tensor, Tensor]:
+    """Log-probabilities of the response tokens and the policy's entropy at each, from one log-softmax.
+
+    The vocabulary-wide passes are most of a small model's learner step; without an entropy
+    bonus (``entropy_grad=False``) the entropy is only logged, so no gradient flows through it.
+    """
+    logprobs = torch.log_softmax(logits, dim=-1)
+    with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
+        full = logprobs if entropy_grad else logprobs.detach()
+        entropy = -(full.exp() * full).sum(-1)
+    return gather_targets(logprobs, tokens, index), entropy
 
 
 def response_values(value_model: nn.Module, tokens: Tensor, index: Tensor) -> Tensor:
@@ -148,4 +170,5 @@ def make_experience(
         repeated=repeated_ngram_mask(responses, mask, ngram) * mask,
         scores=scores.float(),
         staleness=torch.tensor([version - r.version for r in rollouts], dtype=torch.float),
+        workers=torch.tensor([r.worker for r in rollouts]),
     )

@@ -4,11 +4,12 @@
 - **reward**: the reward model, normalised and clipped (or a rule-based reward);
 - **value**: initialised from the reward model, as the report does.
 
-Rollouts come from the inference engine's continuous batching, in a worker thread that
-generates the next batch while the learner trains on the last (``asynchronous``): finished
-rollouts enter a queue as soon as they finish, and the learner scores them (reference
-log-probs, values, rewards) in batches as they arrive. The generating copy of the policy
-lags at most ``max_staleness`` versions behind, and the lag is logged. Rewards carry a
+Rollouts come from the inference engine's continuous batching, generated while the learner
+trains on the last batch (``asynchronous``) by a thread in this process or by Ray actors on
+one machine or many (``rollouts``, :mod:`hcx.align.rollouts`): finished rollouts arrive one by
+one as they finish, and the learner scores them (reference log-probs, values, rewards) in
+batches as they arrive. The generating copies of the policy lag at most ``max_staleness``
+versions behind, and the lag is logged. Rewards carry a
 per-token KL penalty to the reference (coefficient 0.04, fixed or adaptive); the policy
 loss adds sequence-level unlikelihood on tokens that repeat an n-gram of their own
 response; training stops early when KL, response length or validation reward drift.
@@ -20,11 +21,9 @@ import copy
 import hashlib
 import json
 import math
-import queue
 import random
-import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,11 +39,12 @@ from hcx.align.experience import (
     make_experience,
     response_logits,
     response_values,
-    token_logprobs,
+    token_logprobs_and_entropy,
 )
 from hcx.align.losses import masked_mean, ppo_policy_loss, repeat_rate, unlikelihood_loss, value_loss, whiten
 from hcx.align.reward_model import RewardModel, load_reward_model
 from hcx.align.rewards import BrevityReward, HangulReward, ModelReward, Reward
+from hcx.align.rollouts import RolloutRequest, RolloutSource, ThreadRollouts, rollout_seed
 from hcx.model import Transformer
 from hcx.model.hf import export_hf, import_hf
 from hcx.records import ReadReport, Rejected, hold_out, read_records
@@ -91,55 +91,6 @@ def tokenizer_digest(directory: str | Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-class RolloutWorker(threading.Thread):
-    """Generates rollout batch ``k`` once the learner has finished iteration ``k - 1 - max_staleness``."""
-
-    def __init__(self, trainer: PpoTrainer, first_batch: int):
-        super().__init__(name="ppo-rollouts", daemon=True)
-        self.trainer = trainer
-        self.batch = first_batch
-        self.out: queue.Queue[Rollout | BaseException] = queue.Queue()
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        t = self.trainer
-        try:
-            while not self.stop_event.is_set():
-                with t.progress:
-                    while self.batch - t.iteration > t.max_lag and not self.stop_event.is_set():
-                        t.progress.wait(timeout=0.5)
-                if self.stop_event.is_set():
-                    return
-                self._generate(self.batch)
-                self.batch += 1
-        except BaseException as exc:  # surfaced in the learner thread
-            self.out.put(exc)
-
-    def _generate(self, batch: int) -> None:
-        t = self.trainer
-        engine, prompts = t.engine, t.batch_prompts(batch)
-        version = t.version
-        requests = {}
-        for j, prompt in enumerate(prompts):
-            params = t.sampling.model_copy(update={"seed": t.cfg.seed * 1_000_003 + batch * 10_007 + j})
-            request = engine.make_request(prompt, params)
-            engine.add(request)
-            requests[request.request_id] = request
-        while requests and not self.stop_event.is_set():
-            with t.weights_lock:
-                deltas = engine.step()
-            for delta in deltas:
-                if delta.finished and delta.request_id in requests:
-                    request = requests.pop(delta.request_id)
-                    text = t.tokenizer.decode(request.output_ids)
-                    rollout = Rollout(
-                        list(request.prompt_ids), request.output_ids, list(request.logprobs), text, version
-                    )
-                    self.out.put(rollout)
-        for request_id in requests:
-            engine.abort(request_id)
-
-
 class PpoTrainer(Trainer):
     stage = "ppo"
 
@@ -173,18 +124,15 @@ class PpoTrainer(Trainer):
         )
         self.iterations = iterations
         self.policy, self.value = policy, value
-        self.rollout_policy = copy.deepcopy(policy).eval().requires_grad_(False)
         cache_tokens = (cfg.max_prompt_len + cfg.max_new_tokens) * min(cfg.rollouts_per_iteration, 64)
         self.engine_cfg = EngineConfig(
             num_blocks=max(64, cache_tokens // 16 + 1), max_running=64, seed=cfg.seed
         )
-        self.engine = Engine(self.rollout_policy, self.tokenizer, self.engine_cfg)
         self.sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=1.0)
         self.iteration, self.version = 0, 0
         self.kl_coef = cfg.kl_coef
         self.max_lag = cfg.max_staleness if cfg.asynchronous else 0
-        self.progress = threading.Condition()
-        self.weights_lock = threading.Lock()
+        self.rollout_source: RolloutSource | None = None
         self.history: list[dict[str, float]] = []
         self.best_validation: float | None = None
         self.evals_without_best = 0
@@ -221,6 +169,46 @@ class PpoTrainer(Trainer):
         random.Random(self.cfg.seed + epoch).shuffle(order)
         picked = [order[(start + j) % len(order)] for j in range(n)]
         return [self.train_prompts[i] for i in picked]
+
+    def batch_requests(self, batch: int) -> list[RolloutRequest]:
+        """Rollout batch ``batch``: its prompts, each with its own sampling seed."""
+        return [
+            (prompt, self.sampling.model_copy(update={"seed": rollout_seed(self.cfg.seed, batch, j)}))
+            for j, prompt in enumerate(self.batch_prompts(batch))
+        ]
+
+    def rollouts(self) -> RolloutSource:
+        """The rollout backend (``ppo.rollouts``), made once and kept across ``train`` calls."""
+        if self.rollout_source is None:
+            cfg = self.cfg
+            if cfg.rollouts == "ray":
+                from hcx.align.rollouts_ray import RayRollouts
+
+                self.rollout_source = RayRollouts(
+                    cfg.ray,
+                    cfg.rollout_workers,
+                    self.policy,
+                    self.tokenizer,
+                    self.engine_cfg,
+                    self.batch_requests,
+                    self.max_lag,
+                )
+            else:
+                self.rollout_source = ThreadRollouts(
+                    self.policy,
+                    self.tokenizer,
+                    self.engine_cfg,
+                    self.batch_requests,
+                    cfg.rollouts_per_iteration,
+                    self.max_lag,
+                )
+        return self.rollout_source
+
+    def close(self) -> None:
+        """Free the rollout workers (Ray actors); the trainer cannot train afterwards."""
+        if self.rollout_source is not None:
+            self.rollout_source.close()
+            self.rollout_source = None
 
     def data_state(self) -> dict[str, Any]:
         """PPO's own progress, as one JSON string: DCP stores it whatever its shape (lists, None)."""
@@ -263,18 +251,16 @@ class PpoTrainer(Trainer):
             self.version,
         )
 
-    def collect(self, worker: RolloutWorker) -> Experience:
-        """This iteration's experience, scored in batches as rollouts arrive from the worker."""
-        parts, pending, received = [], [], 0
-        while received < self.cfg.rollouts_per_iteration:
-            item = worker.out.get()
-            if isinstance(item, BaseException):
-                raise item
-            pending.append(item)
-            received += 1
-            if len(pending) >= self.cfg.experience_batch or received == self.cfg.rollouts_per_iteration:
+    def collect(self, rollouts: Iterable[Rollout]) -> Experience:
+        """This iteration's experience, scored in batches of ``experience_batch`` as rollouts arrive."""
+        parts, pending = [], []
+        for rollout in rollouts:
+            pending.append(rollout)
+            if len(pending) >= self.cfg.experience_batch:
                 parts.append(self.experience_from(pending))
                 pending = []
+        if pending:
+            parts.append(self.experience_from(pending))
         return concat(parts)
 
     # --- learning --------------------------------------------------------------------------
@@ -293,12 +279,14 @@ class PpoTrainer(Trainer):
                 self.optimizer.zero_grad(set_to_none=True)
                 with self.autocast():
                     logits = response_logits(self.policy, mb.tokens, mb.index)
-                    logprobs = token_logprobs(logits, mb.tokens, mb.index)
+                    logprobs, entropies = token_logprobs_and_entropy(
+                        logits, mb.tokens, mb.index, entropy_grad=cfg.entropy_coef > 0
+                    )
                     values = response_values(self.value, mb.tokens, mb.index)
                 pg = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip)
                 vf = value_loss(values, mb.values, mb.returns, mb.mask, cfg.value_clip)
                 ul = unlikelihood_loss(logprobs, mb.repeated)
-                entropy = masked_mean(-(logits.softmax(-1) * logits.log_softmax(-1)).sum(-1), mb.mask)
+                entropy = masked_mean(entropies, mb.mask)
                 loss = pg + cfg.value_coef * vf + cfg.unlikelihood_weight * ul - cfg.entropy_coef * entropy
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.optim.grad_clip)
@@ -308,10 +296,6 @@ class PpoTrainer(Trainer):
                     totals[key] += value.detach().item()
                 steps += 1
         return {k: v / steps for k, v in totals.items()}
-
-    def sync_rollout_weights(self) -> None:
-        with self.weights_lock:
-            self.rollout_policy.load_state_dict(self.policy.state_dict())
 
     def update_kl_coef(self, kl: float) -> None:
         """Adaptive KL controller (Ziegler et al. 2019): move β toward the target KL."""
@@ -362,6 +346,7 @@ class PpoTrainer(Trainer):
             "repeat_rate": repeat_rate(responses, exp.mask, self.cfg.unlikelihood_ngram),
             "staleness": float(exp.staleness.mean()),
             "max_staleness": float(exp.staleness.max()),
+            "rollout_workers": float(exp.workers.unique().numel()),
             "seconds": seconds,
             **learned,
         }
@@ -370,22 +355,19 @@ class PpoTrainer(Trainer):
         """Run PPO iterations (``max_steps`` more at most) until done or an early-stopping rule fires."""
         if self.cfg.resume:
             self.resume()
-            self.sync_rollout_weights()
         stop = self.iterations if max_steps is None else min(self.iterations, self.iteration + max_steps)
         log = MetricsLog(self.out, self.iterations, self.iteration, enabled=is_rank0(), desc=self.stage)
-        worker = RolloutWorker(self, first_batch=self.iteration)
-        worker.start()
+        rollouts = self.rollouts()
+        rollouts.start(first_batch=self.iteration, version=self.version)
         try:
             while self.iteration < stop:
                 started = time.perf_counter()
-                exp = self.collect(worker)
+                exp = self.collect(rollouts.rollouts(self.iteration))
                 learned = self.learn(exp)
                 record = self.iteration_record(exp, learned, 0.0)
-                self.sync_rollout_weights()
-                with self.progress:
-                    self.iteration += 1
-                    self.version += 1
-                    self.progress.notify_all()
+                self.iteration += 1
+                self.version += 1
+                rollouts.publish(self.version)
                 self.update_kl_coef(record["kl"])
                 if self.iteration % self.cfg.eval_every == 0 or self.iteration == stop:
                     record["validation_reward"] = self.validation_reward()
@@ -413,10 +395,7 @@ class PpoTrainer(Trainer):
                     log.log({"event": "early_stop", "iteration": self.iteration, "reason": self.stop_reason})
                     break
         finally:
-            worker.stop_event.set()
-            with self.progress:
-                self.progress.notify_all()
-            worker.join(timeout=60)
+            rollouts.stop()
         self.checkpointer.wait()
         log.close()
         return TrainResult(self.iteration, self.tokens_seen, list(self.losses), self.out)
@@ -430,7 +409,10 @@ class PpoTrainer(Trainer):
 
 def ppo(cfg: PpoConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None) -> TrainResult:
     trainer = PpoTrainer(cfg, on_checkpoint)
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    finally:
+        trainer.close()
     finished = trainer.iteration == trainer.iterations or trainer.stop_reason is not None
     hf_dir = trainer.export() if finished else None
     history = trainer.history

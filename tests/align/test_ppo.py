@@ -7,39 +7,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from hcx.align.config import PpoConfig, RmConfig, SftConfig
-from hcx.align.experience import Rollout, response_logits, token_logprobs
+from hcx.align.config import PpoConfig, RmConfig
+from hcx.align.experience import Rollout, response_logits, token_logprobs, token_logprobs_and_entropy
 from hcx.align.losses import masked_mean
 from hcx.align.ppo import PpoSetupError, PpoTrainer, ppo
 from hcx.align.rm import train_reward_model
-from hcx.align.sft import sft
 from hcx.serve.engine import Engine
 from hcx.serve.sampling import SamplingParams
-
-
-@pytest.fixture(scope="module")
-def policy_dir(base_model_dir: Path, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny policy fine-tuned on the shared Korean chit-chat (real answers, real end-of-turn stops)."""
-    out = tmp_path_factory.mktemp("policy")
-    cfg = SftConfig.model_validate(
-        {
-            "init": str(base_model_dir),
-            "output_dir": str(out / "sft"),
-            "sources": [{"path": str(data_dir / "sft" / "ko.jsonl.gz"), "language": "ko"}],
-            "korean_ratio": 1.0,
-            "held_out": 0,
-            "max_len": 128,
-            "max_samples": 3000,
-            "batching": "packed",
-            "seq_len": 256,
-            "max_tokens": 4096,
-            "steps": 60,
-            "dtype": "float32",
-            "optim": {"lr": 3e-3, "warmup_steps": 5, "weight_decay": 0.0},
-            "checkpoint": {"every": 1000},
-        }
-    )
-    return Path(sft(cfg).metrics["hf_dir"])
 
 
 def ppo_config(policy_dir: Path, data_dir: Path, out: Path, **overrides) -> PpoConfig:
@@ -177,3 +151,18 @@ def test_synchronous_ppo_resumes_exactly(policy_dir: Path, data_dir: Path, tmp_p
     assert len(resumed.history) == len(straight.history) == 4
     for got, want in zip(resumed.history, straight.history, strict=True):
         assert [got[k] for k in keys] == pytest.approx([want[k] for k in keys], abs=1e-5)
+
+
+def test_one_log_softmax_gives_logprobs_and_entropy() -> None:
+    logits = torch.randn(3, 5, 11, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    tokens = torch.randint(0, 11, (3, 9), generator=torch.Generator().manual_seed(1))
+    index = torch.arange(2, 7).expand(3, -1)
+    logprobs, entropy = token_logprobs_and_entropy(logits, tokens, index, entropy_grad=False)
+    assert torch.allclose(logprobs, token_logprobs(logits, tokens, index))
+    p = logits.softmax(-1)
+    assert torch.allclose(entropy, -(p * p.log()).sum(-1), atol=1e-6)
+    assert not entropy.requires_grad and logprobs.requires_grad
+    (grad,) = torch.autograd.grad(
+        token_logprobs_and_entropy(logits, tokens, index, entropy_grad=True)[1].sum(), logits
+    )
+    assert grad.abs().sum() > 0

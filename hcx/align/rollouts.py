@@ -1,0 +1,171 @@
+"""Where PPO's rollouts come from (SPEC §5.3: asynchronous rollouts, continuous batching).
+
+Every backend follows the same contract, so the learner's loop and its staleness bound do not
+depend on where generation runs:
+
+- ``start(first_batch, version)`` then ``publish(version)`` after each learner update: batch
+  ``b`` may be generated once version ``b - max_lag`` is published, and is generated with the
+  newest published weights. A rollout of batch ``b``, consumed at iteration ``b``, therefore
+  lags at most ``max_lag`` versions behind the learner.
+- ``rollouts(batch)`` yields that batch's rollouts one by one, as each finishes.
+- ``stop()`` abandons generation in flight (the end of one ``train`` call); ``close()`` also
+  frees the workers.
+
+:class:`ThreadRollouts` is one thread in this process; :mod:`hcx.align.rollouts_ray` spreads
+batches over Ray actors on one machine or many.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Protocol
+
+from torch import nn
+
+from hcx.align.experience import Rollout
+from hcx.serve.config import EngineConfig
+from hcx.serve.engine import Engine
+from hcx.serve.sampling import SamplingParams
+from hcx.tokenizer import HcxTokenizer
+
+RolloutRequest = tuple[list[int], SamplingParams]
+"""A prompt's token ids and how to sample it (its per-request seed included)."""
+
+
+class RolloutSource(Protocol):
+    def start(self, first_batch: int, version: int) -> None: ...
+
+    def publish(self, version: int) -> None: ...
+
+    def rollouts(self, batch: int) -> Iterator[Rollout]: ...
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def rollout_seed(seed: int, batch: int, index: int) -> int:
+    """The sampling seed of prompt ``index`` of rollout batch ``batch``: the same on every backend."""
+    return seed * 1_000_003 + batch * 10_007 + index
+
+
+def stream_rollouts(
+    engine: Engine,
+    requests: Sequence[RolloutRequest],
+    version: int,
+    worker: int = 0,
+    stopped: Callable[[], bool] = lambda: False,
+    step_guard: AbstractContextManager | None = None,
+) -> Iterator[Rollout]:
+    """Generate ``requests`` together on ``engine``; yield each rollout as soon as it finishes.
+
+    ``step_guard`` is held around every engine step (the learner swaps weights between steps);
+    when ``stopped()`` turns true the requests still running are aborted.
+    """
+    guard = step_guard or nullcontext()
+    running = {}
+    for prompt, params in requests:
+        request = engine.make_request(prompt, params)
+        engine.add(request)
+        running[request.request_id] = request
+    try:
+        while running and not stopped():
+            with guard:
+                deltas = engine.step()
+            for delta in deltas:
+                if delta.finished and delta.request_id in running:
+                    request = running.pop(delta.request_id)
+                    text = engine.tokenizer.decode(request.output_ids) if engine.tokenizer else ""
+                    yield Rollout(
+                        list(request.prompt_ids),
+                        list(request.output_ids),
+                        list(request.logprobs),
+                        text,
+                        version,
+                        worker,
+                    )
+    finally:
+        for request_id in running:
+            engine.abort(request_id)
+
+
+class ThreadRollouts:
+    """One thread in this process generates with a copy of the policy while the learner trains.
+
+    The copy is refreshed under a lock between engine steps, so a batch that is already running
+    continues with the new weights (its rollouts keep the version they started with).
+    """
+
+    def __init__(
+        self,
+        policy: nn.Module,
+        tokenizer: HcxTokenizer,
+        engine_cfg: EngineConfig,
+        requests_for: Callable[[int], list[RolloutRequest]],
+        per_batch: int,
+        max_lag: int,
+    ):
+        self.policy = policy
+        self.copy = copy.deepcopy(policy).eval().requires_grad_(False)
+        self.engine = Engine(self.copy, tokenizer, engine_cfg)
+        self.requests_for, self.per_batch = requests_for, per_batch
+        self.max_lag = max_lag
+        self.weights_lock = threading.Lock()
+        self.released = threading.Condition()
+        self.thread: threading.Thread | None = None
+
+    def start(self, first_batch: int, version: int) -> None:
+        self.out: queue.Queue[Rollout | BaseException] = queue.Queue()
+        self.stop_event = threading.Event()
+        self.next_batch, self.last_batch = first_batch, first_batch - 1
+        self.publish(version)
+        self.thread = threading.Thread(target=self._run, name="ppo-rollouts", daemon=True)
+        self.thread.start()
+
+    def publish(self, version: int) -> None:
+        with self.weights_lock:
+            self.copy.load_state_dict(self.policy.state_dict())
+        with self.released:
+            self.version, self.last_batch = version, version + self.max_lag
+            self.released.notify_all()
+
+    def rollouts(self, batch: int) -> Iterator[Rollout]:
+        for _ in range(self.per_batch):
+            item = self.out.get()
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+    def _run(self) -> None:
+        try:
+            while not self.stop_event.is_set():
+                with self.released:
+                    while self.next_batch > self.last_batch and not self.stop_event.is_set():
+                        self.released.wait(timeout=0.5)
+                    version = self.version
+                if self.stop_event.is_set():
+                    return
+                requests = self.requests_for(self.next_batch)
+                for rollout in stream_rollouts(
+                    self.engine, requests, version, 0, self.stop_event.is_set, self.weights_lock
+                ):
+                    self.out.put(rollout)
+                self.next_batch += 1
+        except BaseException as exc:  # surfaced in the learner thread
+            self.out.put(exc)
+
+    def stop(self) -> None:
+        if self.thread is None:
+            return
+        self.stop_event.set()
+        with self.released:
+            self.released.notify_all()
+        self.thread.join(timeout=60)
+        self.thread = None
+
+    def close(self) -> None:
+        self.stop()
