@@ -72,7 +72,9 @@ def one_run(args: argparse.Namespace, workers: int) -> tuple[float, list[dict]]:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         path = recipe(out, args, workers)
-        done = subprocess.run([sys.executable, "-m", "hcx.cli", "run", str(path)], capture_output=True, text=True)
+        done = subprocess.run(
+            [sys.executable, "-m", "hcx.cli", "run", str(path)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             raise SystemExit(done.stdout[-3000:] + done.stderr[-3000:])
         evaluations = Store(f"sqlite:///{out}/pipe/pipeline.db").evaluations()
@@ -99,7 +101,9 @@ def main() -> None:
     a, b = statistics.median(off), statistics.median(on)
     print(f"pretraining, {args.steps} steps, checkpoint every {args.every}, training pinned to 1 core")
     print(f"  evaluation off : {a:7.1f} s training")
-    print(f"  evaluation on  : {b:7.1f} s training, {len(done)} checkpoint evaluations by 1 worker on the other core")
+    print(
+        f"  evaluation on  : {b:7.1f} s training, {len(done)} checkpoint evaluations by 1 worker on the other core"
+    )
     print(f"  evaluations finished: {len(during)} of {len(evaluations)} events")
     print(f"slowdown with asynchronous evaluation: {b / a:.3f}x ({(b / a - 1) * 100:+.1f} %); goal <= +5 %")
 

@@ -30,6 +30,15 @@ _STAGES: list[tuple[str, str, str]] = [
     ("hcx.align.cli:sft", "sft", "Supervised fine-tuning on assistant turns (SPEC §5.1)."),
     ("hcx.align.cli:rm", "rm", "Train the reward model with the Bradley-Terry loss (SPEC §5.2)."),
     ("hcx.align.cli:ppo", "ppo", "RLHF with PPO: policy, reference, reward and value networks (SPEC §5.3)."),
+    ("hcx.eval.cli", "eval", "Evaluate checkpoints on the report's benchmarks, report and radar (SPEC §6)."),
+    (
+        "hcx.pipeline.cli:run",
+        "run",
+        "Run a recipe's stages as an event-driven pipeline, tracked in MLflow (SPEC §5.4).",
+    ),
+    ("hcx.pipeline.cli", "pipeline", "Evaluation workers and state of a pipeline (SPEC §5.4)."),
+    ("hcx.redteam.cli", "redteam", "Red-team safety data collection (SPEC §7)."),
+    ("hcx.serve.cli:serve", "serve", "Serve a checkpoint: OpenAI-compatible API and web chat (SPEC §8)."),
 ]
 
 for target, name, help_text in _STAGES:

@@ -32,6 +32,23 @@ KEY_METRICS = (
 )
 
 
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out: Path) -> Path:
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    _pyplot().close(fig)
+    return out
+
+
 def stage_artifacts(stage: PlannedStage) -> list[Path]:
     if stage.kind == "eval":
         return [stage.output_dir] if stage.output_dir.is_dir() else []
@@ -58,11 +75,7 @@ def curve_plot(log_path: Path, out: Path, keys: tuple[str, ...] = ("loss", "rewa
     present = [k for k in keys if any(k in r for r in rows)]
     if not present:
         return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     fig, axes = plt.subplots(1, len(present), figsize=(4.5 * len(present), 3.2), squeeze=False)
     for ax, key in zip(axes[0], present, strict=True):
         points = [(r["step"], r[key]) for r in rows if key in r]
@@ -70,20 +83,12 @@ def curve_plot(log_path: Path, out: Path, keys: tuple[str, ...] = ("loss", "rewa
         ax.set_xlabel("step")
         ax.set_title(f"{log_path.parent.name}: {key}")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def training_curves(result: PipelineResult, logs: dict[str, Path], out: Path) -> Path | None:
     """One figure with every training stage's loss curve and the per-checkpoint eval scores."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = _pyplot()
     curves = {name: read_log(path) for name, path in logs.items()}
     curves = {n: [r for r in rows if "loss" in r] for n, rows in curves.items()}
     curves = {n: rows for n, rows in curves.items() if rows}
@@ -108,11 +113,7 @@ def training_curves(result: PipelineResult, logs: dict[str, Path], out: Path) ->
         ax.set_xlabel("step")
         ax.legend()
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save(fig, out)
 
 
 def print_summary(result: PipelineResult, plan_outputs: dict[str, Path], curves: Path | None) -> None:

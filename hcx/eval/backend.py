@@ -1,0 +1,261 @@
+"""lm-eval model backend ``hcx``: our checkpoints on our inference engine (SPEC §6).
+
+Closed-ended tasks go through :meth:`hcx.serve.engine.Engine.score` (length-sorted padded
+batches, logits only at continuation positions), open-ended ones through
+:meth:`Engine.generate` (continuous batching, stop strings). Registered with lm-eval as
+``hcx`` when this module is imported, which :mod:`hcx.eval` and ``python -m hcx.eval`` do.
+
+Context/continuation split (lm-eval issues #1053, #1297): lm-eval's :class:`TemplateLM`
+encodes ``context + continuation`` whole and takes the continuation tokens from where the
+encoded context ends, after moving the context's trailing spaces into the continuation.
+We inherit exactly that, so on the same tokenizer both backends score the same token
+sequences; a BPE merge across the boundary then belongs to the continuation, as in ``hf``.
+
+Window: ``hf`` keeps the last ``max_length + 1`` tokens of a pair and feeds the first
+``max_length`` to the model; the engine feeds the whole pair, so a model with context
+``L`` scores pairs of at most ``L`` tokens and our ``max_length`` is ``L - 1``. With the
+same ``max_length`` both backends see identical windows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from lm_eval.api.instance import Instance
+from lm_eval.api.model import TemplateLM
+from lm_eval.api.registry import register_model
+from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
+from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
+from safetensors import SafetensorError
+from tqdm import tqdm
+
+from hcx.eval.shared_context import next_token_logprobs, score_choices
+from hcx.model.transformer import Transformer
+from hcx.serve.config import EngineConfig
+from hcx.serve.engine import Engine
+from hcx.serve.sampling import SamplingParams
+from hcx.tokenizer import HcxTokenizer, load
+
+Pair = tuple[tuple[str, str], list[int], list[int]]
+log = logging.getLogger(__name__)
+
+
+class CheckpointLoadError(RuntimeError):
+    """A checkpoint directory that is not a loadable hcx / Llama-format model with its tokenizer."""
+
+
+def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Transformer, HcxTokenizer]:
+    """The model and tokenizer of an HF-format export (``config.json``, safetensors, ``tokenizer.json``)."""
+    from hcx.model.hf import import_hf
+
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointLoadError(f"checkpoint {path}: not a directory")
+    try:
+        model = import_hf(path).to(dtype).eval()
+        tokenizer = load(path)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        raise CheckpointLoadError(f"checkpoint {path} cannot be loaded: {exc}") from exc
+    return model, tokenizer
+
+
+def _device(requested: str | None) -> torch.device:
+    """The requested device; lm-eval's CLI asks for ``cuda`` by default, so a CPU box falls back."""
+    if requested is None or (requested.startswith("cuda") and not torch.cuda.is_available()):
+        if requested is not None:
+            log.warning("device %s requested but CUDA is not available; using the CPU", requested)
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(requested)
+
+
+@register_model("hcx")
+class HcxLM(TemplateLM):
+    """An hcx :class:`Transformer` + :class:`HcxTokenizer` behind lm-eval's model interface.
+
+    ``lm_eval --model hcx --model_args pretrained=DIR`` loads an HF-format export; in Python
+    pass ``model=`` and ``tokenizer=`` (an :class:`HcxTokenizer` or its directory) instead.
+    The engine batches by ``score_batch_tokens`` padded tokens; ``batch_size`` is only how
+    many requests (at least 64) are handed to it at once, so lm-eval's CLI default of 1 does
+    not serialise the work.
+    """
+
+    def __init__(
+        self,
+        pretrained: str | None = None,
+        model: Transformer | None = None,
+        tokenizer: HcxTokenizer | str | Path | None = None,
+        batch_size: int | str = 64,
+        max_length: int | None = None,
+        max_gen_toks: int = 256,
+        score_batch_tokens: int = 8192,
+        device: str | None = None,
+        dtype: str = "float32",
+        **_: Any,
+    ) -> None:
+        super().__init__()
+        if (pretrained is None) == (model is None):
+            raise ValueError("give exactly one of pretrained= (a checkpoint directory) or model=")
+        if pretrained is not None:
+            model, loaded = load_checkpoint(pretrained, getattr(torch, dtype))
+            tokenizer = tokenizer or loaded
+        if tokenizer is None:
+            raise ValueError("an in-memory model needs tokenizer= (an HcxTokenizer or its directory)")
+        self.tokenizer_hcx = tokenizer if isinstance(tokenizer, HcxTokenizer) else load(tokenizer)
+        assert model is not None
+        if pretrained is not None or device is not None:
+            model = model.to(_device(device))
+        self.model = model.eval()
+        context = model.cfg.max_seq_len
+        self._max_length = min(max_length or context - 1, context - 1)
+        self._max_gen_toks = int(max_gen_toks)
+        self.batch_size = max(int(batch_size), 64) if str(batch_size).isdigit() else 64
+        self.engine = Engine(
+            model,
+            self.tokenizer_hcx,
+            EngineConfig(
+                score_batch_tokens=int(score_batch_tokens),
+                num_blocks=max(1024, 4 * -(-context // 16)),
+                max_running=max(self.batch_size, 1),
+            ),
+        )
+
+    @property
+    def eot_token_id(self) -> int:
+        return self.tokenizer_hcx.eot_id
+
+    @property
+    def max_length(self) -> int:
+        return self._max_length
+
+    @property
+    def max_gen_toks(self) -> int:
+        return self._max_gen_toks
+
+    def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
+        return self.tokenizer_hcx.encode(string)
+
+    def tok_decode(self, tokens: Sequence[int]) -> str:
+        return self.tokenizer_hcx.decode(tokens)
+
+    def _window(self, context: list[int], continuation: list[int]) -> tuple[list[int], list[int]]:
+        """The last ``max_length + 1`` tokens of the pair, split where the continuation starts."""
+        whole = (context + continuation)[-(self.max_length + 1) :]
+        n = min(len(continuation), len(whole) - 1)
+        return whole[:-n], whole[-n:]
+
+    def _loglikelihood_tokens(
+        self, requests: list[Pair], disable_tqdm: bool = False, **_: Any
+    ) -> list[tuple[float, bool]]:
+        """Scores of (context, continuation) token pairs, in request order.
+
+        Pairs are grouped by their (windowed) context so each context runs once
+        (:mod:`hcx.eval.shared_context`): one-token continuations read the distribution after
+        it (the A/B/C/D of KMMLU, MMLU, CLIcK), several longer ones share its cached keys and
+        values; a context with one continuation goes to :meth:`Engine.score`.
+        """
+        windows = [self._window(context, continuation) for _, context, continuation in requests]
+        results: list[tuple[float, bool] | None] = [None] * len(requests)
+        single: dict[tuple[int, ...], list[int]] = {}
+        shared: dict[tuple[int, ...], list[int]] = {}
+        for i, (context, continuation) in enumerate(windows):
+            (single if len(continuation) == 1 else shared).setdefault(tuple(context), []).append(i)
+        alone = [group[0] for group in shared.values() if len(group) == 1]
+        groups = [group for group in shared.values() if len(group) > 1]
+        with tqdm(total=len(requests), desc="hcx loglikelihood", disable=disable_tqdm) as bar:
+            contexts = sorted(single, key=len, reverse=True)
+            for start in range(0, len(contexts), self.batch_size):
+                chunk = contexts[start : start + self.batch_size]
+                budget = self.engine.cfg.score_batch_tokens
+                for context, logprobs in zip(
+                    chunk, next_token_logprobs(self.model, chunk, budget), strict=True
+                ):
+                    best = int(logprobs.argmax())
+                    for i in single[context]:
+                        target = windows[i][1][0]
+                        results[i] = (float(logprobs[target]), target == best)
+                    bar.update(len(single[context]))
+            for group in groups:
+                scored = score_choices(self.model, windows[group[0]][0], [windows[i][1] for i in group])
+                for i, result in zip(group, scored, strict=True):
+                    results[i] = result
+                bar.update(len(group))
+            alone.sort(key=lambda i: -sum(map(len, windows[i])))
+            for start in range(0, len(alone), self.batch_size):
+                chunk = alone[start : start + self.batch_size]
+                scores = self.engine.score([windows[i][0] for i in chunk], [windows[i][1] for i in chunk])
+                for i, score in zip(chunk, scores, strict=True):
+                    results[i] = (score.total, score.greedy)
+                bar.update(len(chunk))
+        for request, result in zip(requests, results, strict=True):
+            if request[0] is not None:
+                self.cache_hook.add_partial("loglikelihood", request[0], result)
+        return results  # type: ignore[return-value]
+
+    def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
+        """Perplexity-style scores: disjoint windows of ``max_length`` predicted tokens, as ``hf``."""
+        pairs: list[Pair] = []
+        owners: list[int] = []
+        for index, (string,) in enumerate(req.args for req in requests):
+            for context, predicted in map(
+                make_disjoint_window,
+                get_rolling_token_windows(
+                    token_list=self.tok_encode(string),
+                    prefix_token=self.prefix_token_id,
+                    max_seq_len=self.max_length,
+                    context_len=1,
+                ),
+            ):
+                pairs.append((None, context, predicted))  # type: ignore[arg-type]
+                owners.append(index)
+        totals = [0.0] * len(requests)
+        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(pairs, disable_tqdm), strict=True):
+            totals[owner] += logprob
+        for request, total in zip(requests, totals, strict=True):
+            self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)
+        return totals
+
+    def generate_until(self, requests: list[Instance], disable_tqdm: bool = False) -> list[str]:
+        """Greedy (or sampled, per task) generation on the engine, cut at the task's stop strings."""
+        eos = self.tok_decode([self.eot_token_id])
+        prompts, params = [], []
+        for context, gen_kwargs in (req.args for req in requests):
+            kwargs = normalize_gen_kwargs(dict(gen_kwargs), self.max_gen_toks)
+            until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
+            max_new = int(kwargs.pop("max_gen_toks"))
+            sampled = kwargs.get("do_sample", False) and float(kwargs.get("temperature", 0.0) or 0.0) > 0
+            ids = self.tok_encode(context)[-max(self.model.cfg.max_seq_len - max_new, 1) :] or [
+                self.prefix_token_id
+            ]
+            prompts.append(ids)
+            params.append(
+                SamplingParams(
+                    max_new_tokens=max_new,
+                    temperature=float(kwargs.get("temperature", 1.0)) if sampled else 0.0,
+                    top_p=float(kwargs.get("top_p") or 1.0) if sampled else 1.0,
+                    top_k=int(kwargs.get("top_k") or 0) if sampled else 0,
+                    stop=[s for s in until if s],
+                )
+            )
+        outputs: list[str] = []
+        for start in range(0, len(prompts), self.batch_size):
+            end = start + self.batch_size
+            completions = self.engine.generate(
+                prompts[start:end], params[start:end], progress=not disable_tqdm
+            )
+            for request, completion in zip(requests[start:end], completions, strict=True):
+                outputs.append(completion.text)
+                self.cache_hook.add_partial("generate_until", request.args, completion.text)
+        return outputs
+
+    def get_model_info(self) -> dict[str, Any]:
+        cfg = self.model.cfg
+        return {
+            "hcx_dim": cfg.dim,
+            "hcx_layers": cfg.n_layers,
+            "hcx_vocab": cfg.vocab_size,
+            "max_length": self.max_length,
+        }

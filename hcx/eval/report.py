@@ -1,0 +1,192 @@
+"""The evaluation report: headline scores, category averages, JSON + Markdown + radar (SPEC §6).
+
+Aggregation, written into every report: a task's score is its headline metric × 100 (metrics
+already on a 0–100 scale, such as chrF and BLEU, are kept as they are); a
+category's score is the unweighted mean of its tasks' scores; ``overall`` is the unweighted
+mean of the report's seven summary categories that were scored (Korean, English,
+Commonsense, Factual, Math, Code, Harmlessness), as in the report's summary table.
+Other categories (chat, multilingual, safety) are shown but not averaged into ``overall``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from statistics import fmean
+from typing import Any
+
+SUMMARY_CATEGORIES = ("korean", "english", "commonsense", "factual", "math", "code", "harmlessness")
+AGGREGATION = (
+    "task score = headline metric × 100 (chrF/BLEU already 0–100); category = unweighted mean of its tasks; "
+    "overall = unweighted mean of the scored summary categories (" + ", ".join(SUMMARY_CATEGORIES) + ")"
+)
+# SPEC §6 summary table: the report's own category averages, drawn on the radar for reference.
+REPORTED = {
+    "HCX-S": {
+        "korean": 61.73,
+        "english": 47.08,
+        "commonsense": 76.56,
+        "factual": 46.88,
+        "math": 39.04,
+        "code": 37.71,
+        "harmlessness": 62.08,
+        "overall": 53.01,
+    },
+    "HCX-L": {
+        "korean": 72.07,
+        "english": 58.25,
+        "commonsense": 87.26,
+        "factual": 56.83,
+        "math": 50.91,
+        "code": 46.10,
+        "harmlessness": 67.32,
+        "overall": 62.68,
+    },
+}
+
+
+# Metrics that sacrebleu and the MT-Bench judge already report on a 0–100 scale.
+PERCENT_METRICS = ("chrf", "bleu", "ter", "mt_bench")
+
+
+def to_percent(metric: str, value: float) -> float:
+    return value if metric.split(",")[0].lower() in PERCENT_METRICS else 100.0 * value
+
+
+def scorer_notes(tasks: list[str]) -> dict[str, str]:
+    """Which scorer produced the model-graded numbers: they do not compare across scorers."""
+    notes = {}
+    if any(key in t for t in tasks for key in ("kold", "toxicity", "bold")):
+        from hcx.eval.toxicity import default_scorer
+
+        notes["toxicity scorer"] = default_scorer().name
+    if any("flores" in t for t in tasks):
+        from hcx.eval.translation import xcomet_status
+
+        notes["xcomet"] = xcomet_status()
+    return notes
+
+
+def headline(metrics: dict[str, Any], preferred: str | None = None) -> tuple[str, float]:
+    """``(name, value)`` of the metric that stands for a task: ``preferred``, else acc, else exact_match."""
+    numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and "stderr" not in k}
+    if preferred is not None:
+        for key in (preferred, f"{preferred},none"):
+            if key in numeric:
+                return key, numeric[key]
+        raise KeyError(f"metric {preferred!r} not among {sorted(numeric)}")
+    for prefix in ("acc,", "exact_match,", "pass@1,"):
+        for key in numeric:
+            if key.startswith(prefix):
+                return key, numeric[key]
+    if not numeric:
+        raise KeyError("no numeric metric")
+    key = next(iter(numeric))
+    return key, numeric[key]
+
+
+@dataclass
+class EvalReport:
+    """Scores of one model on one suite; ``write`` produces report.json, report.md and radar.png."""
+
+    scores: dict[str, float]
+    metrics: dict[str, dict[str, float]]
+    categories: dict[str, float]
+    overall: float
+    task_categories: dict[str, str] = field(default_factory=dict)
+    headline_metrics: dict[str, str] = field(default_factory=dict)
+    model: str = ""
+    suite: str = ""
+    samples: dict[str, int] = field(default_factory=dict)
+    missing: dict[str, str] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def build(
+        cls,
+        metrics: dict[str, dict[str, Any]],
+        task_categories: dict[str, str],
+        preferred: dict[str, str | None] | None = None,
+        **info: Any,
+    ) -> EvalReport:
+        """Aggregate per-task lm-eval metrics by category (see the module docstring)."""
+        task_categories = {t: c for t, c in task_categories.items() if t in metrics}
+        scores, chosen = {}, {}
+        for task, values in metrics.items():
+            chosen[task], value = headline(values, (preferred or {}).get(task))
+            scores[task] = to_percent(chosen[task], value)
+        by_category: dict[str, list[float]] = {}
+        for task, score in scores.items():
+            by_category.setdefault(task_categories[task], []).append(score)
+        categories = {c: fmean(v) for c, v in by_category.items()}
+        summary = [categories[c] for c in SUMMARY_CATEGORIES if c in categories]
+        clean = {
+            t: {k: float(v) for k, v in m.items() if isinstance(v, int | float)} for t, m in metrics.items()
+        }
+        return cls(
+            scores=scores,
+            metrics=clean,
+            categories=categories,
+            overall=fmean(summary) if summary else float("nan"),
+            task_categories=dict(task_categories),
+            headline_metrics=chosen,
+            notes=scorer_notes(list(scores)),
+            **info,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "aggregation": AGGREGATION}
+
+    def markdown(self) -> str:
+        lines = [f"# Evaluation: {self.model or 'model'} on suite `{self.suite}`", ""]
+        lines += ["| category | score | HCX-S | HCX-L |", "|---|---:|---:|---:|"]
+        ordered = [c for c in SUMMARY_CATEGORIES if c in self.categories]
+        ordered += sorted(c for c in self.categories if c not in SUMMARY_CATEGORIES)
+        for category in ordered:
+            s, l_ = (REPORTED[m].get(category) for m in ("HCX-S", "HCX-L"))
+            lines.append(f"| {category} | {self.categories[category]:.2f} | {_cell(s)} | {_cell(l_)} |")
+        lines.append(
+            f"| **overall** | **{self.overall:.2f}** | {REPORTED['HCX-S']['overall']:.2f} | "
+            f"{REPORTED['HCX-L']['overall']:.2f} |"
+        )
+        lines += [
+            "",
+            f"Aggregation: {AGGREGATION}.",
+            "",
+            "| task | category | metric | score | items |",
+            "|---|---|---|---:|---:|",
+        ]
+        for task in sorted(self.scores, key=lambda t: (self.task_categories[t], t)):
+            lines.append(
+                f"| {task} | {self.task_categories[task]} | {self.headline_metrics[task]} | "
+                f"{self.scores[task]:.2f} | {self.samples.get(task, '')} |"
+            )
+        if self.notes:
+            lines += ["", "Scorers:", ""]
+            lines += [f"- {name}: {value}" for name, value in sorted(self.notes.items())]
+        if self.missing:
+            lines += ["", "Not run (no items in the data directory):", ""]
+            lines += [f"- {task}: {reason}" for task, reason in sorted(self.missing.items())]
+        return "\n".join(lines) + "\n"
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        from hcx.eval.radar import radar_chart
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "report.json", "markdown": out / "report.md", "radar": out / "radar.png"}
+        paths["json"].write_text(json.dumps(self.to_dict(), indent=2, ensure_ascii=False), encoding="utf-8")
+        paths["markdown"].write_text(self.markdown(), encoding="utf-8")
+        radar_chart({self.model or "model": self}, paths["radar"])
+        return paths
+
+    @classmethod
+    def read(cls, path: str | Path) -> EvalReport:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+        data.pop("aggregation", None)
+        return cls(**data)
+
+
+def _cell(value: float | None) -> str:
+    return f"{value:.2f}" if value is not None else "–"
