@@ -225,7 +225,9 @@ class HcxLM(TemplateLM):
         for context, gen_kwargs in (req.args for req in requests):
             kwargs = normalize_gen_kwargs(dict(gen_kwargs), self.max_gen_toks)
             until = handle_stop_sequences(kwargs.pop("until", None), eos=eos)
-            max_new = int(kwargs.pop("max_gen_toks"))
+            # A task may ask for more new tokens than a small model's context holds (HumanEval asks
+            # 512): it gets half the context, and the prompt keeps its last tokens in the other half.
+            max_new = min(int(kwargs.pop("max_gen_toks")), self.model.cfg.max_seq_len // 2)
             sampled = kwargs.get("do_sample", False) and float(kwargs.get("temperature", 0.0) or 0.0) > 0
             ids = self.tok_encode(context)[-max(self.model.cfg.max_seq_len - max_new, 1) :] or [
                 self.prefix_token_id
