@@ -22,6 +22,8 @@ class StageKindInfo:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     trains: bool = False  # writes train_log.jsonl and checkpoint events under output_dir
+    # (field, folder): where the stage exports when the field is unset, as its trainer does.
+    default_exports: tuple[tuple[str, str], ...] = ()
 
     def config_model(self) -> type[BaseModel]:
         module, _, name = self.config.partition(":")
@@ -46,9 +48,15 @@ KINDS: dict[str, StageKindInfo] = {
         ("init", "tokenizer"),
         ("output_dir", "export_hf"),
         trains=True,
+        default_exports=(("export_hf", "hf"),),
     ),
     "rm": StageKindInfo(
-        ("rm",), "hcx.align.config:RmConfig", ("init", "tokenizer"), ("output_dir", "export_dir"), trains=True
+        ("rm",),
+        "hcx.align.config:RmConfig",
+        ("init", "tokenizer"),
+        ("output_dir", "export_dir"),
+        trains=True,
+        default_exports=(("export_dir", "final"),),
     ),
     "ppo": StageKindInfo(
         ("ppo",),
@@ -56,14 +64,12 @@ KINDS: dict[str, StageKindInfo] = {
         ("policy", "reward_model"),
         ("output_dir", "export_hf"),
         trains=True,
+        default_exports=(("export_hf", "hf"),),
     ),
     "eval": StageKindInfo(
         ("eval", "recipe"), "hcx.eval.config:EvalConfig", ("checkpoints",), ("output_dir",)
     ),
 }
-
-# Outputs that default to a folder inside output_dir when unset.
-DEFAULT_OUTPUTS = {"export_hf": "hf", "export_dir": "final"}
 
 
 def field_paths(config: BaseModel, names: tuple[str, ...]) -> dict[str, list[str]]:
@@ -85,7 +91,7 @@ def field_paths(config: BaseModel, names: tuple[str, ...]) -> dict[str, list[str
 def produced_paths(config: BaseModel, info: StageKindInfo) -> list[str]:
     paths = [p for ps in field_paths(config, info.outputs).values() for p in ps]
     output_dir = getattr(config, "output_dir", None)
-    for name, sub in DEFAULT_OUTPUTS.items():
-        if name in info.outputs and getattr(config, name, None) is None and output_dir:
-            paths.append(f"{output_dir}/{sub}")
+    for name, folder in info.default_exports:
+        if getattr(config, name, None) is None and output_dir:
+            paths.append(f"{output_dir}/{folder}")
     return paths
