@@ -11,7 +11,7 @@ from pathlib import Path
 
 from hcx.eval.backend import CheckpointLoadError, HcxLM
 from hcx.eval.local_data import default_data_dir
-from hcx.eval.report import EvalReport
+from hcx.eval.report import EvalReport, mlflow_metrics
 from hcx.eval.runner import checkpoint_fingerprint, run_suite, weights_fingerprint
 from hcx.eval.suites import load_suite
 from hcx.model.transformer import Transformer
@@ -77,10 +77,7 @@ def log_to_mlflow(report: EvalReport, output_dir: str | Path | None = None) -> N
     """Scores as ``eval/...`` metrics and the report files as artifacts of the active run."""
     import mlflow
 
-    metrics = {f"eval/{task}": score for task, score in report.scores.items()}
-    metrics |= {f"eval/category/{c}": v for c, v in report.categories.items()}
-    metrics["eval/overall"] = report.overall
-    mlflow.log_metrics(metrics)
+    mlflow.log_metrics(mlflow_metrics(report.scores, report.categories, report.overall))
     with tempfile.TemporaryDirectory() as tmp:
         paths = report.write(output_dir if output_dir is not None else tmp)
         for path in paths.values():

@@ -68,6 +68,16 @@ def scorer_notes(tasks: list[str]) -> dict[str, str]:
     return notes
 
 
+def mlflow_metrics(
+    scores: dict[str, float], categories: dict[str, float], overall: float
+) -> dict[str, float]:
+    """A report as MLflow metrics: ``eval/<task>``, ``eval/category/<category>``, ``eval/overall``."""
+    metrics = {f"eval/{task}": score for task, score in scores.items()}
+    metrics |= {f"eval/category/{c}": v for c, v in categories.items()}
+    metrics["eval/overall"] = overall
+    return metrics
+
+
 def headline(metrics: dict[str, Any], preferred: str | None = None) -> tuple[str, float]:
     """``(name, value)`` of the metric that stands for a task: ``preferred``, else acc, else exact_match."""
     numeric = {k: float(v) for k, v in metrics.items() if isinstance(v, int | float) and "stderr" not in k}

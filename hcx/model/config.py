@@ -15,6 +15,14 @@ from pydantic import Field, model_validator
 
 from hcx.config import Section
 
+VOCAB_MULTIPLE = 64
+
+
+def padded_vocab_size(tokens: int) -> int:
+    """A tokenizer's vocabulary rounded up to a multiple of 64 (matmul- and tensor-parallel-friendly)."""
+    return -(-tokens // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
 PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(dim=128, n_layers=4, n_heads=4, n_kv_heads=2, ffn_dim=352, max_seq_len=1024),
     "small": dict(dim=768, n_layers=12, n_heads=12, n_kv_heads=4, ffn_dim=2048, max_seq_len=32768),

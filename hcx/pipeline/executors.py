@@ -34,7 +34,7 @@ def hcx_command(*args: str) -> list[str]:
 
 def _thread_env(env: dict[str, str], cores: int) -> dict[str, str]:
     threads = str(max(1, cores))
-    return {**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "HCX_NUM_THREADS": threads}
+    return {**env, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
 @dataclass

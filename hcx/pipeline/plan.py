@@ -108,6 +108,7 @@ def _produced_by(path: str, producers: dict[str, list[str]]) -> str | None:
 
 def check_mesh(stage: PlannedStage, plan: Plan, where: str) -> None:
     """The stage's parallel layout fits its ranks (procs_per_node × nodes) and its model's shapes."""
+    from hcx.model.config import padded_vocab_size
     from hcx.train.parallel import MeshError, check_layout, resolve_dp
 
     parallel = getattr(stage.config, "parallel", None)
@@ -122,7 +123,7 @@ def check_mesh(stage: PlannedStage, plan: Plan, where: str) -> None:
             if vocab is None:
                 tokenizers = [s for s in plan.stages.values() if s.kind == "tokenizer"]
                 vocab = tokenizers[0].config.vocab_size if tokenizers else parallel.tp  # type: ignore[attr-defined]
-                vocab = -(-vocab // 64) * 64
+                vocab = padded_vocab_size(vocab)
             check_layout(model.model_copy(update={"vocab_size": vocab}), parallel.tp, parallel.pp)
     except MeshError as exc:
         raise RecipeError(f"{where} (world {world} = procs_per_node × nodes): {exc}") from None

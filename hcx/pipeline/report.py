@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from hcx.train.metrics import is_step_record
+
 if TYPE_CHECKING:
     from hcx.pipeline.plan import PlannedStage
     from hcx.pipeline.runner import PipelineResult
@@ -64,7 +66,7 @@ def read_log(path: Path) -> list[dict]:
             row = json.loads(line)
         except ValueError:
             continue
-        if "step" in row and "event" not in row:
+        if is_step_record(row):
             rows.append(row)
     return rows
 

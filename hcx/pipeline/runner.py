@@ -20,11 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hcx.eval.report import mlflow_metrics
 from hcx.pipeline.executors import Job, LocalExecutor, RayExecutor, hcx_command
 from hcx.pipeline.plan import Plan, PlannedStage
 from hcx.pipeline.store import Store
 from hcx.pipeline.tracking import Tracker, flatten, numeric_metrics
 from hcx.pipeline.worker import CLOSED
+from hcx.train.metrics import is_step_record
 
 PARENT_RUN = "mlflow_parent_run"
 
@@ -152,9 +154,9 @@ class PipelineRunner:
         tail = self.tails.get(name)
         if tail is None:
             return
-        rows = []
+        start, rows = tail.offset, []
         for record in tail.read():
-            if "step" in record and "event" not in record:
+            if is_step_record(record):
                 metrics = numeric_metrics(record)
                 self.last_metrics.setdefault(name, {}).update(metrics)
                 rows.extend(
@@ -163,7 +165,8 @@ class PipelineRunner:
                 )
         if rows:
             self.tracker.metrics(self.stage_runs[name], rows)
-        self.store.set_flag(f"log_offset:{name}", tail.offset)
+        if tail.offset != start:
+            self.store.set_flag(f"log_offset:{name}", tail.offset)
 
     def _pump_evaluations(self) -> None:
         for row in self.store.evaluations():
@@ -175,9 +178,7 @@ class PipelineRunner:
             if not run_id:
                 continue
             result = row["result"]
-            metrics = {f"eval/{k}": v for k, v in result["scores"].items()}
-            metrics |= {f"eval/category/{k}": v for k, v in result["categories"].items()}
-            metrics["eval/overall"] = result["overall"]
+            metrics = mlflow_metrics(result["scores"], result["categories"], result["overall"])
             when = row["finished"] or time.time()
             self.tracker.metrics(run_id, [(k, float(v), row["step"], when) for k, v in metrics.items()])
             for path in result.get("files", {}).values():

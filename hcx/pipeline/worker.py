@@ -29,13 +29,9 @@ CLOSED = "training_closed"
 
 def evaluate_checkpoint(claim: Claim, spec: EvaluationSpec, output_root: Path) -> dict[str, Any]:
     """Load the checkpoint's language model and score it with the evaluation suite."""
-    import torch
-
     from hcx.eval.api import evaluate
     from hcx.train.checkpoint import load_model
 
-    if threads := os.environ.get("HCX_NUM_THREADS"):
-        torch.set_num_threads(int(threads))
     event = claim.event
     model, tokenizer_dir = load_model(event.path)
     out = output_root / event.stage / f"step_{event.step:07d}"

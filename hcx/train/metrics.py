@@ -22,6 +22,11 @@ def guess_peak_tflops(device) -> float | None:
     return next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
 
 
+def is_step_record(record: dict[str, Any]) -> bool:
+    """A ``train_log.jsonl`` line with a step's metrics (not a start/context/resume/export event)."""
+    return "step" in record and "event" not in record
+
+
 class MetricsLog:
     """Appends records to ``train_log.jsonl``; only rank 0 writes and shows progress."""
 

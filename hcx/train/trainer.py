@@ -20,7 +20,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor
 
-from hcx.model.config import ModelConfig
+from hcx.model.config import ModelConfig, padded_vocab_size
 from hcx.model.hf import export_hf
 from hcx.model.transformer import Transformer
 from hcx.tokenizer import specials
@@ -73,7 +73,7 @@ def resolve_model_config(cfg: PretrainConfig, tokenizer) -> ModelConfig:
     """The model config with ``vocab_size`` checked against (or taken from) the tokenizer."""
     vocab = tokenizer.vocab_size
     if cfg.model.vocab_size is None:
-        return cfg.model.model_copy(update={"vocab_size": -(-vocab // 64) * 64})
+        return cfg.model.model_copy(update={"vocab_size": padded_vocab_size(vocab)})
     if vocab > cfg.model.vocab_size:
         raise ValueError(
             f"pretrain.model.vocab_size={cfg.model.vocab_size} is smaller than the tokenizer's vocabulary ({vocab})"
