@@ -1,22 +1,26 @@
 """Does sequence-level unlikelihood lower repetition in PPO, end to end? (SPEC §5.3)
 
 The report adds sequence-level unlikelihood to PPO to suppress the repetition transformers
-fall into. This runs PPO twice on the tiny recipe's SFT policy and reward model
-(``bash scripts/run.sh`` first), identical but for ``unlikelihood_weight``: same seed, same
+fall into. This runs PPO twice, identical but for ``unlikelihood_weight``: same seed, same
 prompts, same per-request sampling seeds, synchronous rollouts (so the two runs differ only
-through the loss). For each run it prints
+through the loss), with the tiny recipe's reward model (``bash scripts/run.sh`` first).
 
-- the repeated-4-gram rate of the PPO rollouts (temperature 1): first iteration, last
-  iteration and mean of the last ``--last`` iterations;
-- the repeated-4-gram rate of greedy generations on the held-out prompts, before PPO (the SFT
-  policy) and after.
+The term acts only on rollout tokens that repeat a 4-gram of their own response, so the
+rollouts must repeat for it to do anything. The tiny SFT model does not (its answers are a
+few tokens long, with no repeated 4-gram at any temperature); the tiny *pretrained* model
+does, as small language models do under low-temperature sampling. So by default the policy
+(and reference) is the pretrained model and the rollouts sample at ``ppo.temperature`` 0.2,
+with every log-probability (behaviour, learner, reference, KL) taken of that tempered
+distribution. For each run it prints
 
-and the ratio with / without unlikelihood, plus the mean unlikelihood loss: the term acts only
-on rollout tokens that repeat a 4-gram of their own response, so when the rollouts hold none
-it is zero and both runs are the same run. The default learning rate is higher than the
-recipe's so that PPO moves the tiny policy visibly within a few minutes of CPU time.
+- the repeated-4-gram rate of the PPO rollouts: first iteration, last iteration and mean of
+  the last ``--last`` iterations;
+- the repeated-4-gram rate of greedy generations on the held-out prompts, before PPO and after;
+- the last iteration's reward, KL and entropy, and the mean unlikelihood loss,
 
-    .venv/bin/python benchmarks/ppo_unlikelihood.py [--iterations 20] [--weight 1.0]
+and the ratio with / without unlikelihood of each rate.
+
+    .venv/bin/python benchmarks/ppo_unlikelihood.py [--iterations 20] [--weight 0.1] [--lr 1e-4]
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ def run(args: argparse.Namespace, weight: float, out: Path) -> dict[str, float]:
         f"ppo.steps={args.iterations}",
         f"ppo.rollouts_per_iteration={args.rollouts}",
         f"ppo.max_new_tokens={args.max_new_tokens}",
+        f"ppo.temperature={args.temperature}",
         f"ppo.held_out={args.held_out}",
         f"ppo.unlikelihood_weight={weight}",
         f"ppo.optim.lr={args.lr}",
@@ -102,7 +107,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--recipe", type=Path, default=Path("recipes/tiny.yaml"))
-    parser.add_argument("--policy", type=Path, default=Path("runs/tiny/sft/hf"))
+    parser.add_argument(
+        "--policy", type=Path, default=Path("runs/tiny/hf"), help="the pretrained model: it repeats itself"
+    )
     parser.add_argument("--reward-model", type=Path, default=Path("runs/tiny/rm/final"))
     parser.add_argument(
         "--reward",
@@ -112,10 +119,13 @@ def main() -> None:
     )
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--rollouts", type=int, default=32)
-    parser.add_argument("--max-new-tokens", type=int, default=48)
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=0.2, help="ppo.temperature of the rollouts")
     parser.add_argument("--held-out", type=int, default=32)
-    parser.add_argument("--weight", type=float, default=1.0, help="unlikelihood weight of the second run")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument(
+        "--weight", type=float, default=0.1, help="unlikelihood weight of the second run (hcx's default)"
+    )
+    parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--last", type=int, default=5, help="iterations averaged at the end")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()

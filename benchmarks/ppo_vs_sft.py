@@ -6,8 +6,11 @@ tiny recipe's models (``bash scripts/run.sh`` first):
 
 - PPO iterations with the reward model, synchronous (generate, then learn) and asynchronous
   (the next batch generates while the learner trains), timed after a warm-up iteration;
-- SFT steps on packed shared conversations until they have seen as many tokens as one PPO
-  iteration processed (prompt + response tokens of its rollouts).
+- SFT steps on packed shared conversations until they have seen as many tokens as the timed
+  PPO iterations processed (prompt + response tokens of their rollouts).
+
+The ratio is of seconds per token. Each PPO configuration is a row: ``ppo_epochs`` 1 (as
+DeepSpeed-Chat and OpenRLHF default to) and 2 (hcx's default), synchronous and asynchronous.
 
     .venv/bin/python benchmarks/ppo_vs_sft.py [--policy runs/tiny/sft/hf] [--reward-model runs/tiny/rm/final]
 """
@@ -27,7 +30,7 @@ from hcx.align.ppo import PpoTrainer
 from hcx.align.sft import SftTrainer
 
 
-def ppo_seconds(args: argparse.Namespace, out: Path, asynchronous: bool) -> tuple[float, int]:
+def ppo_seconds(args: argparse.Namespace, out: Path, asynchronous: bool, epochs: int) -> tuple[float, int]:
     cfg = PpoConfig.model_validate(
         {
             "policy": str(args.policy),
@@ -36,6 +39,7 @@ def ppo_seconds(args: argparse.Namespace, out: Path, asynchronous: bool) -> tupl
             "steps": args.iterations + 1,
             "rollouts_per_iteration": args.rollouts,
             "minibatch_size": 16,
+            "ppo_epochs": epochs,
             "max_new_tokens": args.max_new_tokens,
             "held_out": 0,
             "dtype": "float32",
@@ -93,15 +97,20 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=64)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--ppo-epochs", type=int, nargs="+", default=[1, 2], help="ppo.ppo_epochs values, one row each"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         rows = {}
-        for asynchronous in (False, True):
-            name = "PPO iteration, " + ("asynchronous" if asynchronous else "synchronous")
-            print(name)
-            rows[name] = ppo_seconds(args, Path(tmp) / f"ppo{asynchronous}", asynchronous)
-        tokens = max(t for _, t in rows.values())
+        for epochs in args.ppo_epochs:
+            for asynchronous in (False, True):
+                mode = "asynchronous" if asynchronous else "synchronous"
+                name = f"PPO, {epochs} epoch{'s' if epochs > 1 else ''}, {mode}"
+                print(name)
+                rows[name] = ppo_seconds(args, Path(tmp) / f"ppo{epochs}{mode}", asynchronous, epochs)
+        tokens = max(t for _, t in rows.values()) * args.iterations
         sft_time, sft_tokens = sft_seconds(args, Path(tmp) / "sft", tokens)
     print(
         f"\n{args.rollouts} rollouts x up to {args.max_new_tokens} new tokens, four tiny networks, {args.threads} threads"

@@ -14,6 +14,7 @@ Three strategies over the same samples, all returning :class:`hcx.train.loader.B
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from typing import Literal
@@ -57,6 +58,34 @@ def length_grouped(lengths: Sequence[int], max_tokens: int, seed: int, pool: int
             groups.append(current)
     rng.shuffle(groups)
     return groups
+
+
+def similar_length_groups(lengths: Sequence[int], max_tokens: int, overhead: int = 64) -> list[list[int]]:
+    """Indices split into groups of similar length with the fewest padded tokens.
+
+    Over the lengths in sorted order, a dynamic programme picks the cut points minimising
+    Σ rows × longest (plus ``overhead`` tokens per group: one more forward is not free), with
+    every group's ``rows × longest`` within ``max_tokens`` unless a single sequence is longer.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n = len(order)
+    cost = [0.0] + [math.inf] * n
+    cut = [0] * (n + 1)
+    for end in range(1, n + 1):
+        longest = lengths[order[end - 1]]
+        for start in range(end - 1, -1, -1):
+            rows = end - start
+            if rows > 1 and rows * longest > max_tokens:
+                break
+            candidate = cost[start] + rows * longest + overhead
+            if candidate < cost[end]:
+                cost[end], cut[end] = candidate, start
+    groups: list[list[int]] = []
+    end = n
+    while end > 0:
+        groups.append(order[cut[end] : end])
+        end = cut[end]
+    return groups[::-1]
 
 
 def packed_rows(lengths: Sequence[int], seq_len: int) -> list[list[int]]:

@@ -147,7 +147,19 @@ class PpoConfig(LoopConfig):
     minibatch_size: int = Field(default=16, gt=0)
     ppo_epochs: int = Field(default=2, gt=0)
     experience_batch: int = Field(default=16, gt=0, description="finished rollouts scored together")
-    max_new_tokens: int = Field(default=128, description="rollouts sample the policy itself (temperature 1)")
+    forward_tokens: int = Field(
+        default=2048,
+        gt=0,
+        description="rows × longest sequence of one forward, scoring or learning: sequences of similar "
+        "length go together, and a minibatch over the budget accumulates gradients over several",
+    )
+    max_new_tokens: int = Field(default=128)
+    temperature: float = Field(
+        default=1.0,
+        gt=0,
+        description="rollouts sample softmax(logits / temperature); the learner's ratio, the reference's "
+        "log-probs and the KL penalty use that same tempered distribution",
+    )
     kl_coef: float = Field(default=0.04, ge=0, description="KL penalty coefficient (the report's 0.04)")
     adaptive_kl: bool = False
     target_kl: float = Field(default=6.0, description="adaptive controller's target per-sequence KL")

@@ -6,6 +6,8 @@ coordinates* (B, R): column ``j`` is the ``j``-th generated token, predicted at 
 position ``prompt_len - 1 + j``. The "old" log-probabilities are the behaviour policy's,
 recorded by the engine as it sampled: with asynchronous rollouts the learner's policy may
 already be a version ahead, and PPO's ratio must be taken against what actually sampled.
+With a sampling temperature ``T`` every log-probability (behaviour, learner, reference) is of
+``softmax(logits / T)``, the distribution the rollouts were actually drawn from.
 """
 
 from __future__ import annotations
@@ -99,11 +101,16 @@ def layout(rollouts: Sequence[Rollout], pad_id: int) -> tuple[Tensor, Tensor, Te
     return tokens, index, mask
 
 
-def response_logits(model: nn.Module, tokens: Tensor, index: Tensor) -> Tensor:
-    """Logits (B, R, V) that predict each response token; the LM head runs at those positions only."""
+def response_logits(model: nn.Module, tokens: Tensor, index: Tensor, temperature: float = 1.0) -> Tensor:
+    """Logits (B, R, V) that predict each response token, divided by the sampling temperature.
+
+    The LM head runs at those positions only. PPO's policy is the distribution the rollouts
+    were drawn from, ``softmax(logits / temperature)``, for the learner and the reference alike.
+    """
     hidden = model(tokens, hidden=True)[:, :-1]
     hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
-    return model.output(hidden).float()
+    logits = model.output(hidden).float()
+    return logits if temperature == 1.0 else logits / temperature
 
 
 def token_logprobs(logits: Tensor, tokens: Tensor, index: Tensor) -> Tensor:
@@ -147,12 +154,13 @@ def make_experience(
     lam: float,
     ngram: int,
     version: int,
+    temperature: float = 1.0,
 ) -> Experience:
     tokens, index, mask = layout(rollouts, pad_id)
     old = torch.zeros_like(mask)
     for row, rollout in enumerate(rollouts):
         old[row, : len(rollout.logprobs)] = torch.tensor(rollout.logprobs)
-    ref = token_logprobs(response_logits(reference, tokens, index), tokens, index) * mask
+    ref = token_logprobs(response_logits(reference, tokens, index, temperature), tokens, index) * mask
     values = response_values(value_model, tokens, index) * mask
     rewards = kl_shaped_rewards(scores.float(), old, ref, mask, kl_coef)
     advantages, returns = gae(rewards, values, mask, gamma, lam)

@@ -23,13 +23,14 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
+from hcx.align.batching import similar_length_groups
 from hcx.align.config import PpoConfig
 from hcx.align.conversations import check_messages
 from hcx.align.experience import (
@@ -128,7 +129,9 @@ class PpoTrainer(Trainer):
         self.engine_cfg = EngineConfig(
             num_blocks=max(64, cache_tokens // 16 + 1), max_running=64, seed=cfg.seed
         )
-        self.sampling = SamplingParams(max_new_tokens=cfg.max_new_tokens, temperature=1.0)
+        self.sampling = SamplingParams(
+            max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, tempered_logprobs=True
+        )
         self.iteration, self.version = 0, 0
         self.kl_coef = cfg.kl_coef
         self.max_lag = cfg.max_staleness if cfg.asynchronous else 0
@@ -249,7 +252,19 @@ class PpoTrainer(Trainer):
             cfg.lam,
             cfg.unlikelihood_ngram,
             self.version,
+            cfg.temperature,
         )
+
+    def score_arrivals(self, pending: list[Rollout]) -> list[Experience]:
+        """Experience of rollouts that arrived together, in forwards of similar-length sequences.
+
+        Rollouts finish in order of response length but their prompts are of any length, so
+        an arrival batch padded as one would be mostly padding; split into groups of similar
+        length under ``forward_tokens`` (rows × longest) it is mostly tokens.
+        """
+        lengths = [len(r.prompt_ids) + len(r.response_ids) for r in pending]
+        groups = similar_length_groups(lengths, self.cfg.forward_tokens)
+        return [self.experience_from([pending[i] for i in group]) for group in groups]
 
     def collect(self, rollouts: Iterable[Rollout]) -> Experience:
         """This iteration's experience, scored in batches of ``experience_batch`` as rollouts arrive."""
@@ -257,10 +272,10 @@ class PpoTrainer(Trainer):
         for rollout in rollouts:
             pending.append(rollout)
             if len(pending) >= self.cfg.experience_batch:
-                parts.append(self.experience_from(pending))
+                parts.extend(self.score_arrivals(pending))
                 pending = []
         if pending:
-            parts.append(self.experience_from(pending))
+            parts.extend(self.score_arrivals(pending))
         return concat(parts)
 
     # --- learning --------------------------------------------------------------------------
@@ -275,27 +290,66 @@ class PpoTrainer(Trainer):
         minibatches = [by_length[i : i + cfg.minibatch_size] for i in range(0, len(exp), cfg.minibatch_size)]
         for _ in range(cfg.ppo_epochs):
             for m in torch.randperm(len(minibatches), generator=generator).tolist():
-                mb = exp.select(minibatches[m])
+                minibatch = exp.select(minibatches[m])
                 self.optimizer.zero_grad(set_to_none=True)
-                with self.autocast():
-                    logits = response_logits(self.policy, mb.tokens, mb.index)
-                    logprobs, entropies = token_logprobs_and_entropy(
-                        logits, mb.tokens, mb.index, entropy_grad=cfg.entropy_coef > 0
+                for chunk, shares in self.chunks(minibatch):
+                    weighted = {k: v * shares[k] for k, v in self.loss_terms(chunk).items()}
+                    loss = (
+                        weighted["pg_loss"]
+                        + cfg.value_coef * weighted["vf_loss"]
+                        + cfg.unlikelihood_weight * weighted["ul_loss"]
+                        - cfg.entropy_coef * weighted["entropy"]
                     )
-                    values = response_values(self.value, mb.tokens, mb.index)
-                pg = ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip)
-                vf = value_loss(values, mb.values, mb.returns, mb.mask, cfg.value_clip)
-                ul = unlikelihood_loss(logprobs, mb.repeated)
-                entropy = masked_mean(entropies, mb.mask)
-                loss = pg + cfg.value_coef * vf + cfg.unlikelihood_weight * ul - cfg.entropy_coef * entropy
-                loss.backward()
+                    loss.backward()
+                    for key, value in weighted.items():
+                        totals[key] += value.detach().item()
                 torch.nn.utils.clip_grad_norm_(self.module.parameters(), cfg.optim.grad_clip)
                 self.optimizer.step()
                 self.scheduler.step()
-                for key, value in (("pg_loss", pg), ("vf_loss", vf), ("ul_loss", ul), ("entropy", entropy)):
-                    totals[key] += value.detach().item()
                 steps += 1
         return {k: v / steps for k, v in totals.items()}
+
+    def chunks(self, minibatch: Experience) -> Iterator[tuple[Experience, dict[str, float]]]:
+        """The minibatch in forwards of similar-length rows (``forward_tokens``), each with its shares.
+
+        Every loss is a mean over tokens (unlikelihood: over repeated tokens), so weighting a
+        chunk's means by its share of those tokens makes the accumulated gradient the whole
+        minibatch's, while the long tail of prompt lengths is not padded into the short rows.
+        """
+        groups = similar_length_groups(minibatch.sequence_lengths.tolist(), self.cfg.forward_tokens)
+        if len(groups) == 1:
+            yield minibatch, {"pg_loss": 1.0, "vf_loss": 1.0, "entropy": 1.0, "ul_loss": 1.0}
+            return
+        tokens, repeated = float(minibatch.mask.sum()), float(minibatch.repeated.sum())
+        for group in groups:
+            chunk = minibatch.select(torch.tensor(group))
+            token_share = float(chunk.mask.sum()) / max(tokens, 1.0)
+            repeated_share = float(chunk.repeated.sum()) / repeated if repeated else 0.0
+            yield (
+                chunk,
+                {
+                    "pg_loss": token_share,
+                    "vf_loss": token_share,
+                    "entropy": token_share,
+                    "ul_loss": repeated_share,
+                },
+            )
+
+    def loss_terms(self, mb: Experience) -> dict[str, Tensor]:
+        """PPO's policy and value losses, unlikelihood and entropy of one forward, each a token mean."""
+        cfg = self.cfg
+        with self.autocast():
+            logits = response_logits(self.policy, mb.tokens, mb.index, cfg.temperature)
+            logprobs, entropies = token_logprobs_and_entropy(
+                logits, mb.tokens, mb.index, entropy_grad=cfg.entropy_coef > 0
+            )
+            values = response_values(self.value, mb.tokens, mb.index)
+        return {
+            "pg_loss": ppo_policy_loss(logprobs, mb.old_logprobs, mb.advantages, mb.mask, cfg.clip),
+            "vf_loss": value_loss(values, mb.values, mb.returns, mb.mask, cfg.value_clip),
+            "ul_loss": unlikelihood_loss(logprobs, mb.repeated),
+            "entropy": masked_mean(entropies, mb.mask),
+        }
 
     def update_kl_coef(self, kl: float) -> None:
         """Adaptive KL controller (Ziegler et al. 2019): move β toward the target KL."""

@@ -3,7 +3,8 @@
 Each request owns a ``torch.Generator`` seeded from its ``seed``, and draws exactly one
 exponential vector per generated token, so what it samples depends only on its own logits
 and seed, never on which other requests share the batch (the Gumbel-max trick in its
-exponential form: ``argmax(p / q)`` with ``q ~ Exp(1)`` samples from ``p``).
+exponential form: ``argmax(p / q)`` with ``q ~ Exp(1)`` samples from ``p``). The exponential
+draws are ``-log(u)`` of uniform ones: on CPU, ``Tensor.exponential_`` is several times slower.
 """
 
 from __future__ import annotations
@@ -31,6 +32,11 @@ class SamplingParams(Section):
     stop: list[str] = Field(default_factory=list, description="stop strings, cut from the text")
     stop_token_ids: list[int] | None = None
     seed: int | None = None
+    tempered_logprobs: bool = Field(
+        default=False,
+        description="report log-probabilities of log_softmax(logits / temperature), the distribution a "
+        "tempered policy samples from (PPO's ppo.temperature), instead of the model's own",
+    )
 
     @property
     def greedy(self) -> bool:
@@ -63,13 +69,21 @@ def sample_tokens(
     """Next token per row of ``logits`` (B, V) and its log-probability under the model.
 
     The returned log-probabilities are of the unmodified distribution ``log_softmax(logits)``
-    (what PPO's ratio and KL terms and evaluation need), not of the tempered/filtered one.
+    (what evaluation and untempered PPO need), not of the filtered one; a request with
+    ``tempered_logprobs`` gets ``log_softmax(logits / temperature)`` instead.
     Only ids below ``num_tokens`` are drawn: a model's vocabulary is rounded up past the
     tokenizer's, and the padding ids decode to nothing.
     """
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     logprobs = logits.log_softmax(dim=-1)
+    tempered = [
+        i for i, p in enumerate(params) if p.tempered_logprobs and not p.greedy and p.temperature != 1.0
+    ]
+    if tempered:
+        rows = torch.tensor(tempered, device=logits.device)
+        divisors = torch.tensor([params[i].temperature for i in tempered], device=logits.device)
+        logprobs[rows] = (logits[rows] / divisors[:, None]).log_softmax(dim=-1)
     logits = logits[:, :num_tokens]
     tokens = logits.argmax(dim=-1)
     sampled = [i for i, p in enumerate(params) if not p.greedy]
@@ -84,8 +98,8 @@ def sample_tokens(
             top_p = torch.tensor([params[i].top_p for i in sampled], device=logits.device)
             scaled = filter_top_k_top_p(scaled, top_k, top_p)
         probs = scaled.softmax(dim=-1)
-        noise = torch.stack(
-            [torch.empty_like(probs[0]).exponential_(generator=generators[i]) for i in sampled]
-        )
+        vocab, device = probs.shape[-1], probs.device
+        uniform = torch.stack([torch.rand(vocab, generator=generators[i], device=device) for i in sampled])
+        noise = uniform.log_().neg_()
         tokens[rows] = (probs / noise).argmax(dim=-1)
     return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]

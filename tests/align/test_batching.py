@@ -1,12 +1,14 @@
 from __future__ import annotations
 
+import itertools
+import random
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from hcx.align.batching import length_grouped, make_batches, packed_rows
+from hcx.align.batching import length_grouped, make_batches, packed_rows, similar_length_groups
 from hcx.align.conversations import IGNORE_INDEX, SftExample, read_conversations
 from hcx.model import ModelConfig, Transformer
 from hcx.tokenizer import HcxTokenizer
@@ -80,3 +82,42 @@ def test_packed_positions_restart_per_sample(korean_examples: list[SftExample], 
         starts = torch.nonzero(torch.diff(ids) != 0).flatten() + 1
         assert all(pos[s] == 0 for s in starts.tolist())
         assert pos[0] == 0
+
+
+def padded_tokens(lengths: list[int], groups: list[list[int]]) -> int:
+    return sum(len(g) * max(lengths[i] for i in g) for g in groups)
+
+
+def test_similar_length_groups_pad_least_within_the_budget() -> None:
+    """Against every split of the sorted lengths into runs: the cheapest one, budget respected."""
+    rng = random.Random(0)
+    for _ in range(200):
+        lengths = [rng.randint(1, 300) for _ in range(rng.randint(1, 8))]
+        budget, overhead = rng.choice([256, 512, 1024]), 16
+        groups = similar_length_groups(lengths, budget, overhead)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        assert all(len(g) == 1 or len(g) * max(lengths[i] for i in g) <= budget for g in groups)
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        best = min(
+            padded_tokens(lengths, runs) + overhead * len(runs)
+            for cuts in itertools.product([False, True], repeat=len(order) - 1)
+            for runs in [split_at(order, cuts)]
+            if all(len(r) == 1 or len(r) * max(lengths[i] for i in r) <= budget for r in runs)
+        )
+        assert padded_tokens(lengths, groups) + overhead * len(groups) == best
+
+
+def split_at(order: list[int], cuts: tuple[bool, ...]) -> list[list[int]]:
+    runs, current = [], [order[0]]
+    for index, cut in zip(order[1:], cuts, strict=True):
+        if cut:
+            runs.append(current)
+            current = []
+        current.append(index)
+    return [*runs, current]
+
+
+def test_a_long_tail_of_prompt_lengths_is_not_padded_into_short_rows() -> None:
+    lengths = [75, 75, 77, 78, 78, 83, 83, 88, 88, 132, 155, 165, 191, 234, 235, 275]
+    groups = similar_length_groups(lengths, 2048)
+    assert padded_tokens(lengths, groups) < 1.1 * sum(lengths) < 0.6 * len(lengths) * max(lengths)

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 from pathlib import Path
@@ -84,6 +85,61 @@ def test_unlikelihood_lowers_the_probability_of_repeating(
         before = float(masked_mean(exp.old_logprobs.exp(), exp.repeated))
     assert repeated_p[1.0] < 0.5 * repeated_p[0.0]
     assert repeated_p[1.0] < before
+
+
+def test_tempered_rollouts_use_one_distribution_everywhere(
+    policy_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """At temperature 0.5 the engine, the learner and the reference all score softmax(logits / 0.5).
+
+    Before any update the policy is the behaviour policy and the reference, so the learner's
+    ratio is 1 and the KL term 0; the model's own (untempered) log-probs are different.
+    """
+    trainer = PpoTrainer(
+        ppo_config(policy_dir, data_dir, tmp_path / "t", temperature=0.5, rollouts_per_iteration=8)
+    )
+    rollouts = trainer.rollouts()
+    rollouts.start(first_batch=0, version=0)
+    try:
+        exp = trainer.collect(rollouts.rollouts(0))
+    finally:
+        rollouts.stop()
+    with torch.no_grad():
+        tempered = token_logprobs(
+            response_logits(trainer.policy, exp.tokens, exp.index, 0.5), exp.tokens, exp.index
+        )
+        untempered = token_logprobs(
+            response_logits(trainer.policy, exp.tokens, exp.index), exp.tokens, exp.index
+        )
+    assert exp.mask.sum() > 8
+    assert torch.allclose(tempered * exp.mask, exp.old_logprobs, atol=1e-4)
+    assert torch.allclose(exp.ref_logprobs, exp.old_logprobs, atol=1e-4)
+    assert float(((untempered - tempered) * exp.mask).abs().sum()) > 1.0
+
+
+def test_chunked_minibatches_take_the_same_step_as_whole_ones(
+    policy_dir: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """Accumulating a minibatch over similar-length chunks changes the padding, not the update."""
+    settings = {"rollouts_per_iteration": 16, "ppo_epochs": 1, "unlikelihood_weight": 1.0}
+    whole = PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "w", forward_tokens=100_000, **settings))
+    chunked = PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "c", forward_tokens=64, **settings))
+    engine = Engine(whole.policy, whole.tokenizer)
+    params = SamplingParams(max_new_tokens=24, temperature=0.0, stop_token_ids=[])
+    by_length = sorted(whole.train_prompts, key=len)
+    prompts = by_length[:: len(by_length) // 16][:16]
+    completions = engine.generate(prompts, params)
+    exp = whole.experience_from(
+        [Rollout(c.prompt_ids, c.token_ids, c.logprobs, c.text, 0) for c in completions]
+    )
+    assert exp.repeated.sum() > 0 and exp.sequence_lengths.max() > exp.sequence_lengths.min() + 10
+    assert len(list(chunked.chunks(exp.select(torch.arange(16))))) > 2
+    logged = [trainer.learn(copy.deepcopy(exp)) for trainer in (whole, chunked)]
+    assert logged[0] == pytest.approx(logged[1], rel=1e-4, abs=1e-6)
+    # One minibatch, so the gradients left after the step are that minibatch's, accumulated or not.
+    # (Adam's first step is about lr·sign(gradient): parameters are the wrong thing to compare.)
+    for (name, a), b in zip(whole.module.named_parameters(), chunked.module.parameters(), strict=True):
+        torch.testing.assert_close(a.grad, b.grad, rtol=1e-3, atol=1e-6, msg=name)
 
 
 def test_early_stopping_on_length_drift(policy_dir: Path, data_dir: Path, tmp_path: Path) -> None:

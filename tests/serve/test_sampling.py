@@ -37,6 +37,23 @@ def test_greedy_rows_take_the_argmax_and_logprobs_are_unfiltered():
     torch.testing.assert_close(logprobs, expected)
 
 
+def test_tempered_logprobs_are_of_the_distribution_sampled_from():
+    logits = torch.tensor([[1.0, 4.0, 2.0], [3.0, 0.0, 1.0], [0.5, 0.0, 2.0]])
+    params = [
+        SamplingParams(temperature=0.5, tempered_logprobs=True),
+        SamplingParams(temperature=0.5),
+        SamplingParams(temperature=0.0, tempered_logprobs=True),
+    ]
+    generators = [torch.Generator().manual_seed(i) for i in range(3)]
+    tokens, logprobs = sample_tokens(logits, params, generators)
+    rows = torch.arange(3)
+    expected = torch.stack(
+        [(logits[0] / 0.5).log_softmax(-1), logits[1].log_softmax(-1), logits[2].log_softmax(-1)]
+    )[rows, tokens]
+    torch.testing.assert_close(logprobs, expected)
+    assert tokens[2] == 2
+
+
 def test_sampling_follows_the_tempered_distribution():
     logits = torch.tensor([math.log(0.7), math.log(0.2), math.log(0.1)])
     params = [SamplingParams(temperature=1.0)]
