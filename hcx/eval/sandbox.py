@@ -95,7 +95,9 @@ class SandboxConfig(Section):
     file_size_mb: int = Field(16, gt=0, description="RLIMIT_FSIZE, largest file the program may write")
     max_processes: int = Field(16, gt=0, description="RLIMIT_NPROC headroom above the sandbox user's count")
     workers: int = Field(max(1, os.cpu_count() or 1), gt=0, description="programs run concurrently")
-    python: str | None = Field(None, description="interpreter; default: this one, else /usr/bin/python3")
+    python: str | None = Field(
+        None, description="interpreter; default: this one, else python3 on the system PATH"
+    )
     isolate: bool = Field(True, description="use unshare namespaces (and uid nobody as root) when possible")
     output_chars: int = Field(2000, gt=0, description="tail of stdout and stderr kept in the result")
 
@@ -154,7 +156,13 @@ def _probe(python: str | None, isolate: bool) -> Isolation:
     Otherwise no namespaces: limits, scrubbed environment and the audit hook only.
     """
     candidates = (
-        [python] if python else [sys.executable, getattr(sys, "_base_executable", ""), "/usr/bin/python3"]
+        [python]
+        if python
+        else [
+            sys.executable,
+            getattr(sys, "_base_executable", ""),
+            shutil.which("python3", path=MINIMAL_PATH),
+        ]
     )
     candidates = [c for c in dict.fromkeys(candidates) if c and os.access(c, os.X_OK)]
     if not candidates:

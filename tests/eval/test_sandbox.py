@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -103,13 +104,14 @@ def test_writes_outside_the_working_directory_are_refused(tmp_path: Path):
     victim = tmp_path / "victim.txt"
     victim.write_text("keep me", encoding="utf-8")
     outside = tmp_path / "planted.txt"
+    escape = Path(tempfile.gettempdir()) / "hcx-sandbox-escape"
     program = textwrap.dedent(
         f"""
         import os
         refused = 0
         for attempt in (lambda: open({str(outside)!r}, "w").write("x"),
                         lambda: os.remove({str(victim)!r}),
-                        lambda: open("/tmp/hcx-sandbox-escape", "w").write("x")):
+                        lambda: open({str(escape)!r}, "w").write("x")):
             try:
                 attempt()
             except OSError:
@@ -123,7 +125,7 @@ def test_writes_outside_the_working_directory_are_refused(tmp_path: Path):
     assert result.status == "passed", result.stderr_tail
     assert result.stdout_tail.split() == ["refused", "3"]
     assert victim.read_text(encoding="utf-8") == "keep me"
-    assert not outside.exists() and not Path("/tmp/hcx-sandbox-escape").exists()
+    assert not outside.exists() and not escape.exists()
 
 
 def test_large_files_hit_the_file_size_limit():
