@@ -317,9 +317,6 @@ class PpoTrainer(Trainer):
         minibatch's, while the long tail of prompt lengths is not padded into the short rows.
         """
         groups = similar_length_groups(minibatch.sequence_lengths.tolist(), self.cfg.forward_tokens)
-        if len(groups) == 1:
-            yield minibatch, {"pg_loss": 1.0, "vf_loss": 1.0, "entropy": 1.0, "ul_loss": 1.0}
-            return
         tokens, repeated = float(minibatch.mask.sum()), float(minibatch.repeated.sum())
         for group in groups:
             chunk = minibatch.select(torch.tensor(group))
