@@ -77,22 +77,18 @@ def sample_tokens(
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     logprobs = logits.log_softmax(dim=-1)
-    tempered = [
-        i for i, p in enumerate(params) if p.tempered_logprobs and not p.greedy and p.temperature != 1.0
-    ]
-    if tempered:
-        rows = torch.tensor(tempered, device=logits.device)
-        divisors = torch.tensor([params[i].temperature for i in tempered], device=logits.device)
-        logprobs[rows] = (logits[rows] / divisors[:, None]).log_softmax(dim=-1)
-    logits = logits[:, :num_tokens]
-    tokens = logits.argmax(dim=-1)
+    tokens = logits[:, :num_tokens].argmax(dim=-1)
     sampled = [i for i, p in enumerate(params) if not p.greedy]
     if sampled:
         rows = torch.tensor(sampled, device=logits.device)
-        scaled = (
-            logits[rows]
-            / torch.tensor([params[i].temperature for i in sampled], device=logits.device)[:, None]
-        )
+        temperatures = torch.tensor([params[i].temperature for i in sampled], device=logits.device)
+        scaled = logits[rows] / temperatures[:, None]
+        tempered = [
+            j for j, i in enumerate(sampled) if params[i].tempered_logprobs and params[i].temperature != 1.0
+        ]
+        if tempered:
+            logprobs[rows[tempered]] = scaled[tempered].log_softmax(dim=-1)
+        scaled = scaled[:, :num_tokens]
         if any(params[i].top_k > 0 or params[i].top_p < 1.0 for i in sampled):
             top_k = torch.tensor([params[i].top_k for i in sampled], device=logits.device)
             top_p = torch.tensor([params[i].top_p for i in sampled], device=logits.device)
