@@ -39,12 +39,12 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.infer.prompts import chat_prompt_ids, read_user_turns
+from hcx.infer.sampling import SamplingParams
 from hcx.model import ModelConfig, Transformer
 from hcx.paths import find_data_dir
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.serve.prompts import chat_prompt_ids, read_user_turns
-from hcx.serve.sampling import SamplingParams
 from hcx.tokenizer import HcxTokenizer, load, train_tokenizer
 
 console = Console(width=130)

@@ -37,8 +37,8 @@ from hcx.align.config import PpoConfig
 from hcx.align.losses import repeat_rate
 from hcx.align.ppo import PpoTrainer
 from hcx.config import load_section
-from hcx.serve.engine import Engine
-from hcx.serve.sampling import SamplingParams
+from hcx.infer.engine import Engine
+from hcx.infer.sampling import SamplingParams
 
 RATES = (
     "rollout first",
@@ -51,9 +51,9 @@ RATES = (
 
 def greedy_repeat_rate(trainer: PpoTrainer, ngram: int) -> tuple[float, float]:
     """Repeated-n-gram rate and mean length of greedy answers to the held-out prompts."""
-    engine = Engine(trainer.policy, trainer.tokenizer, trainer.engine_cfg)
+    engine = Engine(trainer.ppo.policy, trainer.ppo.tokenizer, trainer.ppo.engine_cfg)
     params = SamplingParams(max_new_tokens=trainer.cfg.max_new_tokens, temperature=0.0)
-    responses = [c.token_ids for c in engine.generate(trainer.held_out, params)]
+    responses = [c.token_ids for c in engine.generate(trainer.ppo.held_out, params)]
     lengths = torch.tensor([len(r) for r in responses])
     tokens = right_pad([r or [0] for r in responses], 0)
     mask = (torch.arange(tokens.shape[1])[None] < lengths[:, None]).float()
@@ -86,7 +86,7 @@ def run(args: argparse.Namespace, weight: float, out: Path) -> dict[str, float]:
     trainer.train()
     after, after_length = greedy_repeat_rate(trainer, cfg.unlikelihood_ngram)
     trainer.close()
-    rates = [h["repeat_rate"] for h in trainer.history]
+    rates = [h["repeat_rate"] for h in trainer.ppo.history]
     return {
         "rollout first": rates[0],
         "rollout last": rates[-1],
@@ -94,10 +94,10 @@ def run(args: argparse.Namespace, weight: float, out: Path) -> dict[str, float]:
         "held-out greedy before": before,
         "held-out greedy after": after,
         "held-out greedy length after": after_length,
-        "unlikelihood loss, mean": statistics.mean(h["ul_loss"] for h in trainer.history),
-        "reward last": trainer.history[-1]["reward"],
-        "kl last": trainer.history[-1]["kl"],
-        "entropy last": trainer.history[-1]["entropy"],
+        "unlikelihood loss, mean": statistics.mean(h["ul_loss"] for h in trainer.ppo.history),
+        "reward last": trainer.ppo.history[-1]["reward"],
+        "kl last": trainer.ppo.history[-1]["kl"],
+        "entropy last": trainer.ppo.history[-1]["entropy"],
         "_before_length": before_length,
     }
 

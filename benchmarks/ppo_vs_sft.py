@@ -56,7 +56,7 @@ def ppo_seconds(args: argparse.Namespace, out: Path, asynchronous: bool, epochs:
     started = time.perf_counter()
     trainer.train(max_steps=args.iterations)
     seconds = (time.perf_counter() - started) / args.iterations
-    tokens = statistics.mean(h["sequence_tokens"] for h in trainer.history[1:])
+    tokens = statistics.mean(h["sequence_tokens"] for h in trainer.ppo.history[1:])
     print(f"  warm-up iteration {warm:.1f} s")
     return seconds, int(tokens)
 
@@ -81,7 +81,7 @@ def sft_seconds(args: argparse.Namespace, out: Path, tokens: int) -> tuple[float
     trainer.train(max_steps=1)  # warm-up
     seen, started = 0, time.perf_counter()
     while seen < tokens:
-        batch = trainer.next_batch()
+        batch = trainer.task.next_batch()
         trainer.train_step(batch)
         seen += int(batch.inputs.numel())
     return time.perf_counter() - started, seen

@@ -44,15 +44,15 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from hcx.infer.async_engine import AsyncEngine
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.infer.prompts import read_user_turns
+from hcx.infer.sampling import SamplingParams
 from hcx.model import ModelConfig, Transformer
 from hcx.model.hf import export_hf
+from hcx.model.load import load_model
 from hcx.paths import find_data_dir
-from hcx.serve.async_engine import AsyncEngine
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.serve.prompts import read_user_turns
-from hcx.serve.sampling import SamplingParams
-from hcx.serve.server import load_checkpoint
 from hcx.tokenizer import train_tokenizer
 
 console = Console(width=130)
@@ -283,7 +283,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or find_checkpoint(Path(tmp), data_dir)
         device = torch.device(args.device)
-        model, tok = load_checkpoint(checkpoint, None, device, getattr(torch, args.dtype))
+        model, tok = load_model(checkpoint, device, getattr(torch, args.dtype)).pair()
         turns = read_user_turns(data_dir / "sft" / "ko.jsonl.gz", limit=64, every=97)
         messages = [[{"role": "user", "content": turn}] for turn in turns]
         prompts = [tok.encode_chat({"messages": m}, add_generation_prompt=True).ids for m in messages]

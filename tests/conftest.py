@@ -55,7 +55,7 @@ def corpus_glob(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> str
 def base_model_dir(tokenizer_dir: Path, corpus_glob: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny decoder briefly pretrained on real shared text by `hcx pretrain` and exported to HF."""
     from hcx.train.config import PretrainConfig
-    from hcx.train.trainer import Pretrainer
+    from hcx.train.pretrain import Pretrainer
 
     out = tmp_path_factory.mktemp("base")
     cfg = PretrainConfig.model_validate(

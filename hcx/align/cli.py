@@ -1,4 +1,4 @@
-"""``hcx sft``, ``hcx rm`` and ``hcx ppo``: the alignment stages (SPEC §5.1–§5.3), each from its recipe section."""
+"""``hcx sft``, ``hcx rm`` and ``hcx ppo``: the alignment stages (SPEC §5.1–§5.3), as :mod:`hcx.stages` registers them."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from hcx.config import load_section
+from hcx.stages import STAGES
 
 Recipe = Annotated[Path, typer.Argument(help="recipe YAML")]
 Overrides = Annotated[
@@ -16,16 +16,9 @@ Overrides = Annotated[
 ]
 
 
-def _run(recipe: Path, section: str, overrides: list[str] | None) -> None:
-    from hcx.align.config import PpoConfig, RmConfig, SftConfig
-    from hcx.align.ppo import ppo
-    from hcx.align.rm import train_reward_model
-    from hcx.align.sft import sft as run_sft
-
-    model, run = {"sft": (SftConfig, run_sft), "rm": (RmConfig, train_reward_model), "ppo": (PpoConfig, ppo)}[
-        section
-    ]
-    result = run(load_section(recipe, section, model, overrides))
+def _run(recipe: Path, name: str, overrides: list[str] | None) -> None:
+    stage = STAGES[name]
+    result = stage.execute(stage.load(recipe, overrides))
     summary = {"step": result.step, "tokens": result.tokens_seen, **result.metrics}
     typer.echo(json.dumps(summary, indent=1, ensure_ascii=False))
 

@@ -9,8 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from hcx.align.batching import Strategy
 from hcx.config import Section, expand_variables
 from hcx.records import Policy
-from hcx.train.config import OptimConfig
-from hcx.train.loop import LoopConfig
+from hcx.train.config import LoopConfig, OptimConfig
 
 
 class DataSource(Section):
@@ -190,8 +189,10 @@ class PpoConfig(LoopConfig):
 
     @model_validator(mode="after")
     def _check_parallel(self) -> PpoConfig:
-        if self.parallel.tp != 1 or self.parallel.dp not in (1, -1):
-            raise ValueError("ppo.parallel: PPO runs on one process per node (rollouts via the engine)")
+        if self.parallel.tp != 1 or self.parallel.pp != 1:
+            raise ValueError(
+                "ppo.parallel: PPO shards its networks over data-parallel ranks only (tp and pp must be 1)"
+            )
         if self.rollouts == "thread" and self.rollout_workers != 1:
             raise ValueError(
                 "ppo.rollout_workers > 1 needs ppo.rollouts: ray (the thread backend has one worker)"

@@ -61,6 +61,9 @@ class Experience:
         """Prompt + response tokens of each row (the response starts after ``index[:, 0] + 1`` tokens)."""
         return self.index[:, 0] + 1 + self.mask.sum(-1).long()
 
+    def to(self, device: torch.device) -> Experience:
+        return Experience(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
     def select(self, rows: Tensor) -> Experience:
         """The given rows, cut to their own longest sequence and response (no padding carried over)."""
         part = Experience(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
@@ -156,12 +159,15 @@ def make_experience(
     version: int,
     temperature: float = 1.0,
 ) -> Experience:
+    """Score ``rollouts`` with the networks on their device; the experience itself stays on the CPU."""
     tokens, index, mask = layout(rollouts, pad_id)
     old = torch.zeros_like(mask)
     for row, rollout in enumerate(rollouts):
         old[row, : len(rollout.logprobs)] = torch.tensor(rollout.logprobs)
-    ref = token_logprobs(response_logits(reference, tokens, index, temperature), tokens, index) * mask
-    values = response_values(value_model, tokens, index) * mask
+    device = next(reference.parameters()).device
+    on_device = tokens.to(device), index.to(device)
+    ref = token_logprobs(response_logits(reference, *on_device, temperature), *on_device).float().cpu() * mask
+    values = response_values(value_model, *on_device).float().cpu() * mask
     rewards = kl_shaped_rewards(scores.float(), old, ref, mask, kl_coef)
     advantages, returns = gae(rewards, values, mask, gamma, lam)
     responses = tokens[:, 1:].gather(1, index)

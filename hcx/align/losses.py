@@ -58,9 +58,19 @@ def masked_mean(x: Tensor, mask: Tensor) -> Tensor:
     return (x * mask).sum() / mask.sum().clamp(min=1)
 
 
-def whiten(x: Tensor, mask: Tensor) -> Tensor:
-    mean = masked_mean(x, mask)
-    var = masked_mean((x - mean) ** 2, mask)
+def whiten(x: Tensor, mask: Tensor, group: object | None = None) -> Tensor:
+    """(x − mean) / std over the masked entries; with a process ``group``, mean and std over all its ranks."""
+    if group is None:
+        mean = masked_mean(x, mask)
+        var = masked_mean((x - mean) ** 2, mask)
+    else:
+        import torch.distributed as dist
+
+        sums = torch.stack([(x * mask).sum(), (x * x * mask).sum(), mask.sum()]).double()
+        dist.all_reduce(sums, group=group)
+        mean = sums[0] / sums[2]
+        var = (sums[1] / sums[2] - mean**2).float()
+        mean = mean.float()
     return (x - mean) * torch.rsqrt(var + 1e-8) * mask
 
 

@@ -12,13 +12,18 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from hcx.model import ModelConfig, Transformer
-from hcx.model.hf import export_hf, import_hf
+from hcx.model.hf import export_hf
+from hcx.model.load import load_model
+
+if TYPE_CHECKING:
+    from hcx.train.trainer import Trainer
 
 STATS_FILE = "reward_stats.json"
 
@@ -75,10 +80,22 @@ class RewardStats:
         return cls(float(rewards.mean()), float(rewards.std(unbiased=False)), clip)
 
 
+def shard_reward_model(model: RewardModel, trainer: Trainer) -> RewardModel:
+    """Put a trained reward (or value) model on the trainer's device and mesh: the backbone as any
+    trained decoder, the head as its own FSDP unit (PPO's values run it outside ``forward``)."""
+    model.backbone = trainer.shard(model.backbone)
+    model.head.to(trainer.device)
+    if trainer.mesh.dp > 1:
+        from torch.distributed.fsdp import fully_shard
+
+        fully_shard(model.head, mesh=trainer.mesh.mesh["dp"])
+        fully_shard(model, mesh=trainer.mesh.mesh["dp"])
+    return model
+
+
 def export_reward_model(
     state: dict[str, Tensor],
     cfg: ModelConfig,
-    rope_base: float,
     out: str | Path,
     tokenizer_dir: str | Path,
     stats: RewardStats,
@@ -94,7 +111,6 @@ def export_reward_model(
     backbone.load_state_dict(
         {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
     )
-    backbone.set_rope_base(rope_base)
     out = export_hf(backbone, out, tokenizer_dir)
     weights = load_file(out / "model.safetensors")
     weights["score.weight"] = state["head.weight"].detach().float().contiguous().cpu()
@@ -113,8 +129,8 @@ def load_reward_model(directory: str | Path) -> tuple[RewardModel, RewardStats]:
     """A reward model exported by :func:`export_reward_model`, with its normalisation statistics."""
     directory = Path(directory)
     stats = RewardStats.load(directory)
-    extra: dict[str, Tensor] = {}
-    backbone = import_hf(directory, extra=extra)
+    loaded = load_model(directory, trainable=True, keep_extra=True)
+    backbone, extra = loaded.model, loaded.extra
     if "score.weight" not in extra or backbone.output is not None:
         raise ValueError(f"{directory}: not a reward model export (expected a 'score' head and no lm_head)")
     model = RewardModel(backbone)

@@ -56,5 +56,7 @@ class ModelReward:
 
     @torch.no_grad()
     def __call__(self, sequences: Sequence[Sequence[int]], responses: Sequence[str]) -> Tensor:
-        lengths = torch.tensor([len(s) for s in sequences])
-        return self.stats.normalize(self.model(right_pad(sequences, self.pad_id), lengths))
+        device = self.model.head.weight.device
+        lengths = torch.tensor([len(s) for s in sequences], device=device)
+        rewards = self.model(right_pad(sequences, self.pad_id).to(device), lengths)
+        return self.stats.normalize(rewards.float().cpu())

@@ -16,17 +16,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from hcx.align.batching import right_pad
 from hcx.align.config import RmConfig
 from hcx.align.losses import bradley_terry_loss, pairwise_accuracy
 from hcx.align.preferences import PreferenceGroup, read_preferences
-from hcx.align.reward_model import RewardModel, RewardStats, export_reward_model
-from hcx.model.hf import import_hf
+from hcx.align.reward_model import RewardModel, RewardStats, export_reward_model, shard_reward_model
+from hcx.model.load import load_model
+from hcx.model.transformer import canonical_name
 from hcx.records import ReadReport, hold_out
-from hcx.tokenizer import load
 from hcx.train.checkpoint import CheckpointSaved
-from hcx.train.loop import Trainer, TrainResult, full_state_dict, is_rank0
+from hcx.train.trainer import MicroLoss, Task, Trainer, TrainResult, is_rank0
 
 
 def collate_groups(
@@ -44,16 +45,22 @@ def collate_groups(
     return tokens, lengths, better, worse
 
 
-class RmTrainer(Trainer):
-    stage = "rm"
+class RmTask(Task):
+    """Bradley-Terry loss over every comparison of a step's prompts, on the SFT model plus a head."""
 
-    def __init__(self, cfg: RmConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None):
-        super().__init__(cfg, on_checkpoint)
-        self.cfg: RmConfig = cfg
-        self.tokenizer_dir = Path(cfg.tokenizer or cfg.init)
-        self.tokenizer = load(self.tokenizer_dir)
-        backbone = import_hf(cfg.init)
-        self.model_cfg, self.rope_base = backbone.cfg, backbone.rope_base
+    name = "rm"
+
+    def __init__(self, cfg: RmConfig):
+        self.cfg = cfg
+        self.epoch, self.index = 0, 0
+
+    def setup(self, trainer: Trainer) -> nn.Module:
+        cfg = self.cfg
+        self.trainer, self.mesh = trainer, trainer.mesh
+        loaded = load_model(cfg.init, tokenizer=cfg.tokenizer, trainable=True)
+        self.tokenizer_dir, self.tokenizer = loaded.tokenizer_dir, loaded.tokenizer()
+        backbone = loaded.model
+        self.model_cfg = backbone.cfg
         max_len = cfg.max_len or backbone.cfg.max_seq_len
         self.read_report = ReadReport()
         self.train_groups: list[PreferenceGroup] = []
@@ -74,26 +81,23 @@ class RmTrainer(Trainer):
             self.train_groups = self.train_groups[: cfg.max_samples]
         if not self.train_groups:
             raise ValueError("rm: no training pairs left after the held-out split; check rm.sources")
-        self.epoch, self.index = 0, 0
         self.steps_per_epoch = math.ceil(len(self.train_groups) / (cfg.prompts_per_step * self.mesh.dp))
-        model = RewardModel(backbone, seed=cfg.seed)
-        model.backbone = self.shard(model.backbone)
-        if self.mesh.dp > 1:
-            from torch.distributed.fsdp import fully_shard
+        return shard_reward_model(RewardModel(backbone, seed=cfg.seed), trainer)
 
-            fully_shard(model, mesh=self.mesh.mesh["dp"])
-        self.attach(
-            model,
-            cfg.steps or cfg.epochs * self.steps_per_epoch,
-            {"model": backbone.cfg.model_dump(mode="json"), "head": "linear"},
-        )
+    def total_steps(self) -> int:
+        return self.cfg.steps or self.cfg.epochs * self.steps_per_epoch
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "model": self.model_cfg.model_dump(mode="json"),
+            "head": "linear",
+        }
 
     def _epoch_order(self, epoch: int) -> list[int]:
         order = list(range(len(self.train_groups)))
         random.Random(self.cfg.seed + epoch).shuffle(order)
         return order
 
-    # --- Trainer hooks ---------------------------------------------------------------------
     def next_batch(self) -> list[PreferenceGroup]:
         if self.index >= self.steps_per_epoch:
             self.epoch, self.index = self.epoch + 1, 0
@@ -105,18 +109,31 @@ class RmTrainer(Trainer):
             self.train_groups[order[0]]
         ]
 
-    def compute_loss(self, batch: list[PreferenceGroup]) -> tuple[torch.Tensor, int]:
-        tokens, lengths, better, worse = collate_groups(batch, self.tokenizer.pad_id)
-        rewards = self.module(tokens.to(self.mesh.device), lengths.to(self.mesh.device))
-        return bradley_terry_loss(rewards[better], rewards[worse]), int(lengths.sum())
+    def loss(self, module: nn.Module, micro: list[PreferenceGroup], share: float) -> MicroLoss:
+        tokens, lengths, better, worse = collate_groups(micro, self.tokenizer.pad_id)
+        rewards = module(tokens.to(self.trainer.device), lengths.to(self.trainer.device))
+        return MicroLoss(bradley_terry_loss(rewards[better], rewards[worse]) * share, int(lengths.sum()))
 
-    def data_state(self) -> dict[str, Any]:
+    def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index}
 
-    def load_data_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
 
-    # --- after training --------------------------------------------------------------------
+
+class RmTrainer(Trainer):
+    """The trainer on the reward-model task, with rewards, accuracy and the export afterwards."""
+
+    def __init__(self, cfg: RmConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None):
+        task = RmTask(cfg)
+        super().__init__(cfg, task, on_checkpoint)
+        self.tokenizer = task.tokenizer
+        self.train_groups, self.held_out, self.read_report = (
+            task.train_groups,
+            task.held_out,
+            task.read_report,
+        )
+
     @torch.no_grad()
     def rewards(self, groups: Sequence[PreferenceGroup]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """All responses' rewards, and those of the better and worse side of every pair."""
@@ -127,7 +144,7 @@ class RmTrainer(Trainer):
                 groups[start : start + self.cfg.prompts_per_step], self.tokenizer.pad_id
             )
             with self.autocast():
-                r = self.module(tokens.to(self.mesh.device), lengths.to(self.mesh.device)).cpu()
+                r = self.module(tokens.to(self.device), lengths.to(self.device)).float().cpu()
             all_rewards.append(r)
             better.append(r[b])
             worse.append(r[w])
@@ -143,11 +160,12 @@ class RmTrainer(Trainer):
         return accuracy
 
     def export(self, stats: RewardStats) -> Path | None:
-        state = full_state_dict(self.module)
-        if not is_rank0():
+        state = self.full_state_dict()
+        if state is None:
             return None
         out = Path(self.cfg.export_dir or self.out / "final")
-        return export_reward_model(state, self.model_cfg, self.rope_base, out, self.tokenizer_dir, stats)
+        state = {canonical_name(k): v for k, v in state.items()}
+        return export_reward_model(state, self.task.model_cfg, out, self.task.tokenizer_dir, stats)
 
 
 def train_reward_model(

@@ -17,19 +17,19 @@ batches over Ray actors on one machine or many.
 
 from __future__ import annotations
 
-import copy
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Protocol
 
-from torch import nn
+import torch
 
 from hcx.align.experience import Rollout
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.serve.sampling import SamplingParams
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.infer.sampling import SamplingParams
+from hcx.model import ModelConfig, Transformer
 from hcx.tokenizer import HcxTokenizer
 
 RolloutRequest = tuple[list[int], SamplingParams]
@@ -102,15 +102,24 @@ class ThreadRollouts:
 
     def __init__(
         self,
-        policy: nn.Module,
+        model_cfg: ModelConfig,
+        weights: Callable[[], dict[str, torch.Tensor]],
         tokenizer: HcxTokenizer,
         engine_cfg: EngineConfig,
         requests_for: Callable[[int], list[RolloutRequest]],
         per_batch: int,
         max_lag: int,
+        device: torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ):
-        self.policy = policy
-        self.copy = copy.deepcopy(policy).eval().requires_grad_(False)
+        """``weights()`` gives the policy's whole current weights; it is called in the learner's
+        thread (where a sharded policy can gather them) at start and at every publish. The
+        generating copy is unsharded, on ``device`` in ``dtype`` (the stage's compute dtype)."""
+        self.weights = weights
+        with torch.device("meta"):
+            model = Transformer(model_cfg)
+        self.copy = model.to_empty(device=device or "cpu").to(dtype=dtype).eval().requires_grad_(False)
+        self.copy.init_rope()
         self.engine = Engine(self.copy, tokenizer, engine_cfg)
         self.requests_for, self.per_batch = requests_for, per_batch
         self.max_lag = max_lag
@@ -127,8 +136,9 @@ class ThreadRollouts:
         self.thread.start()
 
     def publish(self, version: int) -> None:
+        weights = self.weights()
         with self.weights_lock:
-            self.copy.load_state_dict(self.policy.state_dict())
+            self.copy.load_state_dict(weights)
         with self.released:
             self.version, self.last_batch = version, version + self.max_lag
             self.released.notify_all()

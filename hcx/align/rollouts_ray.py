@@ -1,7 +1,7 @@
 """PPO rollouts on Ray actors, on one machine or across a cluster (SPEC §5.3).
 
 The report parallelises PPO with asynchronous processing across nodes. Here each rollout
-worker is a Ray actor holding an :class:`~hcx.serve.engine.Engine` on its own copy of the
+worker is a Ray actor holding an :class:`~hcx.infer.engine.Engine` on its own copy of the
 policy. The learner publishes weights once per version (one ``ray.put`` of the state dict;
 an actor loads it when a batch asks for a version it does not have) and hands every batch
 out in shards, one per actor; each actor streams its rollouts back as they finish (a Ray
@@ -20,15 +20,14 @@ from typing import Any
 
 import ray
 import torch
-from torch import nn
 
 from hcx.align.config import RayRolloutConfig
 from hcx.align.experience import Rollout
 from hcx.align.rollouts import RolloutRequest, stream_rollouts
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
 from hcx.model.config import ModelConfig
 from hcx.model.transformer import Transformer
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
 from hcx.tokenizer import HcxTokenizer
 
 
@@ -42,7 +41,6 @@ class RolloutActor:
     def __init__(
         self,
         model_cfg: ModelConfig,
-        rope_base: float,
         tokenizer: HcxTokenizer,
         engine_cfg: EngineConfig,
         worker: int,
@@ -51,7 +49,6 @@ class RolloutActor:
         torch.set_num_threads(threads)
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model = Transformer(model_cfg)
-        model.set_rope_base(rope_base)
         self.model = model.to(device).eval().requires_grad_(False)
         self.engine = Engine(self.model, tokenizer, engine_cfg)
         self.worker = worker
@@ -91,10 +88,6 @@ def connect(cfg: RayRolloutConfig) -> bool:
     return True
 
 
-def cpu_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
-
-
 class RayRollouts:
     """The learner's side: actors, published weights and the streams of each pending batch."""
 
@@ -102,7 +95,8 @@ class RayRollouts:
         self,
         cfg: RayRolloutConfig,
         workers: int,
-        policy: Transformer,
+        model_cfg: ModelConfig,
+        weights: Callable[[], dict[str, torch.Tensor]],
         tokenizer: HcxTokenizer,
         engine_cfg: EngineConfig,
         requests_for: Callable[[int], list[RolloutRequest]],
@@ -114,10 +108,9 @@ class RayRollouts:
         )(RolloutActor)
         threads = max(1, int(cfg.worker_cpus))
         self.actors = [
-            actor_class.remote(policy.cfg, policy.rope_base, tokenizer, engine_cfg, rank, threads)
-            for rank in range(workers)
+            actor_class.remote(model_cfg, tokenizer, engine_cfg, rank, threads) for rank in range(workers)
         ]
-        self.policy = policy
+        self.weights_of = weights
         self.requests_for = requests_for
         self.max_lag = max_lag
         self.round = 0
@@ -129,7 +122,8 @@ class RayRollouts:
         self.publish(version)
 
     def publish(self, version: int) -> None:
-        self.version, self.weights = version, ray.put(cpu_state_dict(self.policy))
+        weights = {name: tensor.detach().to("cpu", copy=True) for name, tensor in self.weights_of().items()}
+        self.version, self.weights = version, ray.put(weights)
         while self.next_batch <= version + self.max_lag:
             self._submit(self.next_batch)
             self.next_batch += 1

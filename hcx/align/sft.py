@@ -4,7 +4,7 @@ Starts from a pretrained model directory (the ``hcx pretrain`` Hugging Face expo
 trains on conversations with the loss on assistant turns only, in length-grouped or
 packed batches under a token budget, with Korean and English mixed by a ratio, and
 exports the result in the same format for the reward model and PPO. The loop, sharding,
-checkpoints and resume are :class:`hcx.train.loop.Trainer`'s.
+checkpoints and resume are :class:`hcx.train.trainer.Trainer`'s (this file is the :class:`SftTask`).
 """
 
 from __future__ import annotations
@@ -18,18 +18,19 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from hcx.align.batching import make_batches
 from hcx.align.config import SftConfig
 from hcx.align.conversations import IGNORE_INDEX, SftExample, read_conversations
-from hcx.model import Transformer
-from hcx.model.hf import export_hf, import_hf
+from hcx.model.hf import export_hf
+from hcx.model.load import load_model
 from hcx.records import ReadReport, hold_out
-from hcx.tokenizer import HcxTokenizer, load
+from hcx.tokenizer import HcxTokenizer
 from hcx.train.checkpoint import CheckpointSaved
 from hcx.train.loader import Batch
-from hcx.train.loop import Trainer, TrainResult, full_state_dict, is_rank0
-from hcx.train.metrics import MetricsLog
+from hcx.train.pretrain import chunk_batch, lm_loss
+from hcx.train.trainer import MicroLoss, Task, Trainer, TrainResult, is_rank0
 
 
 def mix_by_ratio(korean: list, other: list, korean_ratio: float, max_samples: int | None, seed: int) -> list:
@@ -82,21 +83,29 @@ def token_nll(model: torch.nn.Module, batch: Batch, packed: bool) -> tuple[torch
     return nll, int((batch.targets != IGNORE_INDEX).sum())
 
 
-class SftTrainer(Trainer):
-    stage = "sft"
+class SftTask(Task):
+    """Assistant-token loss over grouped or packed conversation batches, from a pretrained model."""
 
-    def __init__(self, cfg: SftConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None):
-        super().__init__(cfg, on_checkpoint)
-        self.cfg: SftConfig = cfg
-        self.tokenizer_dir = Path(cfg.tokenizer or cfg.init)
-        self.tokenizer = load(self.tokenizer_dir)
-        model = import_hf(cfg.init)
+    name = "sft"
+
+    def __init__(self, cfg: SftConfig):
+        self.cfg = cfg
+        self.pipeline_batches = cfg.batching == "packed"
+        self.epoch, self.index = 0, 0
+
+    def setup(self, trainer: Trainer) -> nn.Module:
+        cfg = self.cfg
+        self.trainer, self.mesh = trainer, trainer.mesh
+        loaded = load_model(cfg.init, tokenizer=cfg.tokenizer, trainable=True)
+        self.tokenizer_dir = loaded.tokenizer_dir
+        self.tokenizer = loaded.tokenizer()
+        model = loaded.model
         if self.tokenizer.vocab_size > model.cfg.vocab_size:
             raise ValueError(
                 f"sft.tokenizer has {self.tokenizer.vocab_size} tokens but the model {cfg.init} only "
                 f"{model.cfg.vocab_size}: they do not belong together"
             )
-        self.model_cfg, self.rope_base = model.cfg, model.rope_base
+        self.model_cfg = model.cfg
         max_len = cfg.max_len or model.cfg.max_seq_len
         if max_len > model.cfg.max_seq_len:
             raise ValueError(f"sft.max_len={max_len} exceeds the model context {model.cfg.max_seq_len}")
@@ -104,23 +113,30 @@ class SftTrainer(Trainer):
             max_len = cfg.seq_len
         self.examples, self.held_out, self.read_report = load_sft_data(cfg, self.tokenizer, max_len)
         self.packed = cfg.batching == "packed"
-        self.epoch, self.index = 0, 0
         self.batches = self._epoch_batches(0)
-        per_epoch = math.ceil(len(self.batches) / self.mesh.dp)
-        self.model = self.shard(model)
-        self.attach(
-            self.model,
-            cfg.steps or cfg.epochs * per_epoch,
-            {
-                "model": model.cfg.model_dump(mode="json"),
-                "tokenizer": str(self.tokenizer_dir.resolve()),
-                "rope_base": model.rope_base,
-            },
-        )
+        rows = self.batches[0].inputs.shape[0]
+        if self.mesh.pp > 1 and rows % cfg.parallel.pp_microbatches:
+            raise ValueError(
+                f"sft: a packed batch has {rows} rows (max_tokens // seq_len), which parallel.pp_microbatches="
+                f"{cfg.parallel.pp_microbatches} does not divide"
+            )
+        return trainer.shard(model)
+
+    def total_steps(self) -> int:
+        per_epoch = math.ceil(len(self._epoch_batches(0)) / self.mesh.dp)
+        return self.cfg.steps or self.cfg.epochs * per_epoch
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "model": self.model_cfg.model_dump(mode="json"),
+            "tokenizer": str(self.tokenizer_dir.resolve()),
+        }
 
     def _epoch_batches(self, epoch: int) -> list[Batch]:
+        """One epoch's batches. Under pipeline parallel only full packed batches: a schedule is
+        built for one micro-batch shape, so a short last batch is dropped."""
         cfg = self.cfg
-        return make_batches(
+        batches = make_batches(
             self.examples,
             cfg.batching,
             self.tokenizer.pad_id,
@@ -129,8 +145,11 @@ class SftTrainer(Trainer):
             cfg.batch_size,
             seed=cfg.seed + epoch,
         )
+        if self.mesh.pp > 1:
+            rows = max(b.inputs.shape[0] for b in batches)
+            batches = [b for b in batches if b.inputs.shape[0] == rows]
+        return batches
 
-    # --- Trainer hooks ---------------------------------------------------------------------
     def next_batch(self) -> Batch:
         position = self.index * self.mesh.dp + self.mesh.dp_rank
         if position >= len(self.batches):
@@ -140,46 +159,67 @@ class SftTrainer(Trainer):
         self.index += 1
         return self.batches[position % len(self.batches)]
 
-    def compute_loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
-        nll, count = token_nll(self.module, batch.to(self.mesh.device), self.packed)
-        return nll / max(count, 1), count
+    def micro_batches(self, batch: Batch, count: int) -> list[Batch]:
+        return chunk_batch(batch, count)
 
-    def data_state(self) -> dict[str, Any]:
+    def loss(self, module: nn.Module, micro: Batch, share: float) -> MicroLoss:
+        nll, count = token_nll(module, micro, self.packed)
+        return MicroLoss(nll / max(count, 1) * share, count)
+
+    def pipeline_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return lm_loss(output, target)
+
+    def end_step(self, step: int) -> dict[str, Any] | None:
+        if self.cfg.eval_every and step % self.cfg.eval_every == 0 and self.mesh.pp == 1:
+            return {f"held_out_loss/{k}": v for k, v in self.held_out_loss().items()}
+        return None
+
+    def flops_per_token(self) -> int:
+        """At the longest row (grouped batches are shorter: MFU is then an upper bound)."""
+        longest = self.cfg.seq_len if self.packed else self.cfg.max_len or self.model_cfg.max_seq_len
+        return self.model_cfg.flops_per_token(longest)
+
+    def state_dict(self) -> dict[str, Any]:
         return {"epoch": self.epoch, "index": self.index}
 
-    def load_data_state(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.epoch, self.index = int(state["epoch"]), int(state["index"])
         self.batches = self._epoch_batches(self.epoch)
 
-    def after_step(self, log: MetricsLog) -> None:
-        if self.cfg.eval_every and self.step % self.cfg.eval_every == 0:
-            log.log({"step": self.step, **{f"held_out_loss/{k}": v for k, v in self.held_out_loss().items()}})
-
-    # --- evaluation and export -------------------------------------------------------------
     @torch.no_grad()
     def held_out_loss(self) -> dict[str, float]:
-        """Mean assistant-token loss on each language's held-out samples."""
-        self.module.eval()
+        """Mean assistant-token loss on each language's held-out samples (not under pipeline parallel)."""
+        if self.mesh.pp > 1:
+            return {}
+        module = self.trainer.module
+        module.eval()
         losses = {}
         for language, examples in self.held_out.items():
             total, count = 0.0, 0
             for batch in make_batches(examples, "grouped", self.tokenizer.pad_id, 4096, 0, seed=0):
-                with self.autocast():
-                    nll, n = token_nll(self.module, batch.to(self.mesh.device), packed=False)
+                with self.trainer.autocast():
+                    nll, n = token_nll(module, batch.to(self.trainer.device), packed=False)
                 total, count = total + float(nll), count + n
             losses[language] = total / max(count, 1)
-        self.module.train()
+        module.train()
         return losses
 
+
+class SftTrainer(Trainer):
+    """The trainer on the SFT task, with the Hugging Face export at the end."""
+
+    def __init__(self, cfg: SftConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None):
+        task = SftTask(cfg)
+        super().__init__(cfg, task, on_checkpoint)
+        self.examples, self.held_out, self.read_report = task.examples, task.held_out, task.read_report
+        self.held_out_loss = task.held_out_loss
+
     def export(self) -> Path | None:
-        state = full_state_dict(self.module)
-        if not is_rank0():
+        model = self.full_model(self.task.model_cfg)
+        if model is None:
             return None
-        model = Transformer(self.model_cfg)
-        model.load_state_dict(state)
-        model.set_rope_base(self.rope_base)
         out = Path(self.cfg.export_hf or self.out / "hf")
-        return export_hf(model, out, self.tokenizer_dir)
+        return export_hf(model, out, self.task.tokenizer_dir)
 
 
 def sft(cfg: SftConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None) -> TrainResult:

@@ -9,11 +9,13 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from hcx.eval.backend import CheckpointLoadError, HcxLM
+from hcx.eval.backend import HcxLM
+from hcx.eval.config import EvalConfig
 from hcx.eval.local_data import default_data_dir
 from hcx.eval.report import EvalReport, mlflow_metrics
 from hcx.eval.runner import checkpoint_fingerprint, run_suite, weights_fingerprint
 from hcx.eval.suites import load_suite
+from hcx.model.load import ModelLoadError
 from hcx.model.transformer import Transformer
 from hcx.tokenizer import HcxTokenizer
 
@@ -61,6 +63,32 @@ def evaluate(
     return report
 
 
+def evaluate_recipe(cfg: EvalConfig) -> dict[str, EvalReport]:
+    """Score every checkpoint of an ``eval:`` section; one radar (``output_dir/radar.png``) compares them.
+
+    This is the eval stage's run function in :mod:`hcx.stages`, for ``hcx eval recipe`` and the pipeline.
+    """
+    from hcx.eval.radar import radar_chart
+
+    out = Path(cfg.output_dir)
+    reports = {
+        name: evaluate(
+            path,
+            suite=cfg.suite,
+            data_dir=cfg.data_dir,
+            limit=cfg.limit,
+            output_dir=out / name,
+            batch_size=cfg.batch_size,
+            log_mlflow=cfg.log_mlflow,
+            hf=cfg.hf,
+            strict=cfg.strict,
+        )
+        for name, path in cfg.checkpoints.items()
+    }
+    radar_chart(reports, out / "radar.png")
+    return reports
+
+
 def hf_lm(model: str | Path, batch_size: int):
     """lm-eval's ``hf`` backend on ``model`` (a directory or hub id), on the GPU when there is one."""
     import torch
@@ -70,7 +98,7 @@ def hf_lm(model: str | Path, batch_size: int):
     try:
         return HFLM(pretrained=str(model), device=device, batch_size=batch_size, dtype="auto")
     except (OSError, ValueError) as exc:
-        raise CheckpointLoadError(f"checkpoint {model} cannot be loaded by transformers: {exc}") from exc
+        raise ModelLoadError(f"checkpoint {model} cannot be loaded by transformers: {exc}") from exc
 
 
 def log_to_mlflow(report: EvalReport, output_dir: str | Path | None = None) -> None:

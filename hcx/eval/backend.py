@@ -1,6 +1,6 @@
 """lm-eval model backend ``hcx``: our checkpoints on our inference engine (SPEC §6).
 
-Closed-ended tasks go through :meth:`hcx.serve.engine.Engine.score` (length-sorted padded
+Closed-ended tasks go through :meth:`hcx.infer.engine.Engine.score` (length-sorted padded
 batches, logits only at continuation positions), open-ended ones through
 :meth:`Engine.generate` (continuous batching, stop strings). Registered with lm-eval as
 ``hcx`` when this module is imported, which :mod:`hcx.eval` and ``python -m hcx.eval`` do.
@@ -30,37 +30,17 @@ from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
 from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
-from safetensors import SafetensorError
 from tqdm import tqdm
 
 from hcx.eval.shared_context import next_token_logprobs, score_choices
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.infer.sampling import SamplingParams
 from hcx.model.transformer import Transformer
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.serve.sampling import SamplingParams
 from hcx.tokenizer import HcxTokenizer, load
 
 Pair = tuple[tuple[str, str], list[int], list[int]]
 log = logging.getLogger(__name__)
-
-
-class CheckpointLoadError(RuntimeError):
-    """A checkpoint directory that is not a loadable hcx / Llama-format model with its tokenizer."""
-
-
-def load_checkpoint(path: str | Path, dtype: torch.dtype = torch.float32) -> tuple[Transformer, HcxTokenizer]:
-    """The model and tokenizer of an HF-format export (``config.json``, safetensors, ``tokenizer.json``)."""
-    from hcx.model.hf import import_hf
-
-    path = Path(path)
-    if not path.is_dir():
-        raise CheckpointLoadError(f"checkpoint {path}: not a directory")
-    try:
-        model = import_hf(path).to(dtype).eval()
-        tokenizer = load(path)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
-        raise CheckpointLoadError(f"checkpoint {path} cannot be loaded: {exc}") from exc
-    return model, tokenizer
 
 
 def _device(requested: str | None) -> torch.device:
@@ -100,8 +80,10 @@ class HcxLM(TemplateLM):
         if (pretrained is None) == (model is None):
             raise ValueError("give exactly one of pretrained= (a checkpoint directory) or model=")
         if pretrained is not None:
-            model, loaded = load_checkpoint(pretrained, getattr(torch, dtype))
-            tokenizer = tokenizer or loaded
+            from hcx.model.load import load_model
+
+            loaded = load_model(pretrained, "cpu", dtype)
+            model, tokenizer = loaded.model, tokenizer or loaded.tokenizer_dir
         if tokenizer is None:
             raise ValueError("an in-memory model needs tokenizer= (an HcxTokenizer or its directory)")
         self.tokenizer_hcx = tokenizer if isinstance(tokenizer, HcxTokenizer) else load(tokenizer)

@@ -21,13 +21,13 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def _known_errors() -> tuple[type[Exception], ...]:
     from hcx.config import RecipeError
-    from hcx.eval.backend import CheckpointLoadError
     from hcx.eval.local_data import MissingBenchmarkError
     from hcx.eval.runner import UnknownTaskError
     from hcx.eval.suites import UnknownSuiteError
+    from hcx.model.load import ModelLoadError
 
     return (
-        CheckpointLoadError,
+        ModelLoadError,
         MissingBenchmarkError,
         UnknownTaskError,
         UnknownSuiteError,
@@ -100,34 +100,19 @@ def recipe(
     overrides: Overrides = None,
 ) -> None:
     """Score every checkpoint of the recipe's eval: section; one radar compares them all."""
-    from hcx.config import load_section
-    from hcx.eval.api import evaluate
-    from hcx.eval.config import EvalConfig
-    from hcx.eval.radar import radar_chart
+    from hcx.stages import STAGES
 
+    stage = STAGES["eval"]
     try:
-        cfg = load_section(recipe, "eval", EvalConfig, overrides)
-        out = Path(cfg.output_dir)
-        reports = {
-            name: evaluate(
-                path,
-                suite=cfg.suite,
-                data_dir=cfg.data_dir,
-                limit=cfg.limit,
-                output_dir=out / name,
-                batch_size=cfg.batch_size,
-                log_mlflow=cfg.log_mlflow,
-                hf=cfg.hf,
-                strict=cfg.strict,
-            )
-            for name, path in cfg.checkpoints.items()
-        }
+        cfg = stage.load(recipe, overrides)
+        reports = stage.execute(cfg)
     except _known_errors() as exc:
         raise _fail(exc) from None
+    out = Path(cfg.output_dir)
     for name, report in reports.items():
         typer.secho(f"== {name}", bold=True)
         _print_report(report, {"report": out / name / "report.md"})
-    typer.echo(f"radar: {radar_chart(reports, out / 'radar.png')}")
+    typer.echo(f"radar: {out / 'radar.png'}")
 
 
 @app.command()
@@ -167,9 +152,8 @@ def mt_bench(
     """MT-Bench / Ko-MT-Bench: two-turn answers, judged 1-10, reported x10 (key: $HCX_JUDGE_API_KEY)."""
     from hcx.config import apply_overrides
     from hcx.eval.mt_bench import MtBenchConfig, engine_chat_model, run_mt_bench
-    from hcx.model.hf import import_hf
-    from hcx.serve.engine import Engine
-    from hcx.tokenizer import load
+    from hcx.infer.engine import Engine
+    from hcx.model.load import load_model
 
     try:
         raw = {
@@ -181,7 +165,8 @@ def mt_bench(
             "judge": {"base_url": judge_url, "model": judge_model},
         }
         cfg = MtBenchConfig.model_validate(apply_overrides({"mt_bench": raw}, overrides)["mt_bench"])
-        engine = Engine(import_hf(checkpoint).eval(), load(checkpoint))
+        loaded = load_model(checkpoint)
+        engine = Engine(loaded.model, loaded.tokenizer())
         score = run_mt_bench(engine_chat_model(engine, cfg.max_new_tokens), cfg)
     except (*_known_errors(), FileNotFoundError, RuntimeError) as exc:
         raise _fail(exc) from None

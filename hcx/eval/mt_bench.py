@@ -265,7 +265,7 @@ def run_mt_bench(model: ChatModel, config: MtBenchConfig) -> MtBenchScore:
 def engine_chat_model(engine: Any, max_new_tokens: int = 1024) -> ChatModel:
     """A :data:`ChatModel` on hcx's inference engine (chat turns per SPEC §5.1); answers are cut
     where the model's context ends."""
-    from hcx.serve.sampling import SamplingParams
+    from hcx.infer.sampling import SamplingParams
 
     tokenizer = engine.tokenizer
     context = engine.model.cfg.max_seq_len

@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from hcx.model.transformer import KVCache, Transformer
-from hcx.serve.scoring import _batches as length_batches
+from hcx.infer.scoring import length_batches
+from hcx.model import CachedCausal, KVCache, Transformer
 
 
 @torch.no_grad()
@@ -46,18 +46,19 @@ def score_choices(
     device = model.rope_cos.device
     width = max(len(c) for c in continuations) - 1
     cache = KVCache(model.cfg, 1, len(context) + width, device, model.rope_cos.dtype)
-    hidden = model(torch.tensor([list(context)], device=device), cache=cache, hidden=True)[:, -1]
+    prefix = torch.tensor([list(context)], device=device)
+    hidden = model(prefix, attention=CachedCausal(cache, len(context)), hidden=True)[:, -1]
     first = model.output(hidden).float().log_softmax(dim=-1)[0]
     rows = [[first[c[0]]] for c in continuations]
     greedy = [int(first.argmax()) == c[0] for c in continuations]
     if width > 0:
         n = len(continuations)
-        cache.keys = cache.keys.expand(-1, n, -1, -1, -1).contiguous()
-        cache.values = cache.values.expand(-1, n, -1, -1, -1).contiguous()
+        cache.expand(n)
         tokens = torch.zeros(n, width, dtype=torch.long)
         for row, c in enumerate(continuations):
             tokens[row, : len(c) - 1] = torch.tensor(list(c[:-1]))
-        later = model.output(model(tokens.to(device), cache=cache, hidden=True)).float().log_softmax(dim=-1)
+        hidden = model(tokens.to(device), attention=CachedCausal(cache, width), hidden=True)
+        later = model.output(hidden).float().log_softmax(dim=-1)
         for row, c in enumerate(continuations):
             targets = torch.tensor(list(c[1:]), device=device)
             steps = later[row, : len(c) - 1]

@@ -93,11 +93,11 @@ def _split(conversation: list[dict]) -> tuple[list[dict], str]:
 def _answers(
     model_dir: Path, tokenizer_dir: Path, prompts: list[list[dict]], max_new_tokens: int
 ) -> list[str]:
-    from hcx.model.hf import import_hf
-    from hcx.serve.engine import Engine
-    from hcx.serve.sampling import SamplingParams
+    from hcx.infer.engine import Engine
+    from hcx.infer.sampling import SamplingParams
+    from hcx.model.load import load_model
 
-    model = import_hf(model_dir).eval()
+    model = load_model(model_dir).model
     tokenizer = load(tokenizer_dir)
     engine = Engine(model, tokenizer)
     ids = [tokenizer.encode_chat({"messages": p}, add_generation_prompt=True).ids for p in prompts]
@@ -199,11 +199,11 @@ def run_transfer(config: TransferConfig) -> dict[str, Any]:
     """The whole experiment; returns (and writes to ``transfer.json``) one row per ratio."""
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    from hcx.model.hf import import_hf
+    from hcx.model.load import load_model
 
     tokenizer_dir = Path(config.sft.tokenizer or config.sft.init)
     tokenizer = load(tokenizer_dir)
-    context = import_hf(config.sft.init).cfg.max_seq_len
+    context = load_model(config.sft.init).model.cfg.max_seq_len
     max_len = config.sft.max_len or context
     if config.sft.batching == "packed":
         max_len = min(max_len, config.sft.seq_len)

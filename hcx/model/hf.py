@@ -60,9 +60,7 @@ def from_hf_name(name: str) -> str:
     return f"layers.{match.group(1)}.{inverse_layer[match.group(2)]}"
 
 
-def llama_config(
-    cfg: ModelConfig, rope_base: float, special_ids: dict[str, int | list[int] | None] | None = None
-):
+def llama_config(cfg: ModelConfig, special_ids: dict[str, int | list[int] | None] | None = None):
     from transformers import LlamaConfig
 
     ids = special_ids or {}
@@ -76,8 +74,8 @@ def llama_config(
         head_dim=cfg.head_dim,
         max_position_embeddings=cfg.max_seq_len,
         rms_norm_eps=cfg.norm_eps,
-        rope_theta=rope_base,
-        rope_parameters={"rope_type": "default", "rope_theta": rope_base},
+        rope_theta=cfg.rope_base,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_base},
         tie_word_embeddings=cfg.tie_embeddings,
         attention_bias=False,
         mlp_bias=False,
@@ -109,22 +107,19 @@ def export_hf(
         weights[to_hf_name(name)] = tensor.detach().to(dtype).contiguous().cpu()
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     special_ids = _special_ids(Path(tokenizer_dir)) if tokenizer_dir else None
-    config = llama_config(model.cfg, model.rope_base, special_ids)
+    config = llama_config(model.cfg, special_ids)
     config.save_pretrained(out)
     if tokenizer_dir is not None:
         _copy_tokenizer(Path(tokenizer_dir), out, special_ids or {})
     return out
 
 
-def import_hf(hf_dir: str | Path, extra: dict[str, torch.Tensor] | None = None) -> Transformer:
-    """Load a Llama-format directory (ours or any compatible checkpoint) as a :class:`Transformer`.
+def hf_model_config(hf_dir: str | Path) -> ModelConfig:
+    """The decoder config of a Hugging Face Llama directory's ``config.json`` (no weights read).
 
-    With ``extra`` given, weights that are not the decoder's (the ``score`` head of a
-    ``LlamaForSequenceClassification`` export, say) are put there instead of refused, and a
-    directory without ``lm_head`` gives a model without an output layer (returning hidden states).
+    Refuses what the decoder cannot represent, naming the field.
     """
-    hf_dir = Path(hf_dir)
-    config_path = hf_dir / "config.json"
+    config_path = Path(hf_dir) / "config.json"
     if not config_path.is_file():
         raise FileNotFoundError(f"{config_path}: no config.json, not a Hugging Face model directory")
     hf = json.loads(config_path.read_text())
@@ -137,7 +132,7 @@ def import_hf(hf_dir: str | Path, extra: dict[str, torch.Tensor] | None = None) 
     dim, n_heads = hf["hidden_size"], hf["num_attention_heads"]
     if hf.get("head_dim", dim // n_heads) != dim // n_heads:
         raise ValueError(f"{config_path}: head_dim != hidden_size / num_attention_heads is not supported")
-    cfg = ModelConfig(
+    return ModelConfig(
         preset="tiny",
         vocab_size=hf["vocab_size"],
         dim=dim,
@@ -150,6 +145,17 @@ def import_hf(hf_dir: str | Path, extra: dict[str, torch.Tensor] | None = None) 
         norm_eps=hf["rms_norm_eps"],
         tie_embeddings=hf.get("tie_word_embeddings", False),
     )
+
+
+def import_hf(hf_dir: str | Path, extra: dict[str, torch.Tensor] | None = None) -> Transformer:
+    """Load a Llama-format directory (ours or any compatible checkpoint) as a :class:`Transformer`.
+
+    With ``extra`` given, weights that are not the decoder's (the ``score`` head of a
+    ``LlamaForSequenceClassification`` export, say) are put there instead of refused, and a
+    directory without ``lm_head`` gives a model without an output layer (returning hidden states).
+    """
+    hf_dir = Path(hf_dir)
+    cfg = hf_model_config(hf_dir)
     model = Transformer(cfg)
     weights = {}
     for file in sorted(hf_dir.glob("*.safetensors")):

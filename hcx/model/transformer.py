@@ -1,5 +1,7 @@
 """The hcx decoder (SPEC §3): rotary positions, RMSNorm pre-normalization, grouped-query
-attention, SwiGLU MLP, ``scaled_dot_product_attention`` (flash kernels where available).
+attention, SwiGLU MLP. This is the one forward of hcx: training (causal or packed), the
+inference engine (paged KV cache), scoring and evaluation all call it, and differ only in
+the attention context they pass (:mod:`hcx.model.attention`).
 
 The file holds only the architecture. Sharding (FSDP2, tensor and pipeline parallel) and
 activation checkpointing are applied from outside by :mod:`hcx.train.parallel`; conversion
@@ -10,10 +12,13 @@ a missing ``tok_embeddings``/``norm``/``output`` makes the module a middle or fi
 
 from __future__ import annotations
 
+import zlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from hcx.model.attention import AttentionContext, Causal, DocumentCausal
 from hcx.model.config import ModelConfig
 
 
@@ -32,30 +37,6 @@ def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return (x * cos + rotated * sin).type_as(x)
 
 
-def document_causal_mask(doc_ids: Tensor) -> Tensor:
-    """(B, 1, T, T) boolean mask: a token sees earlier tokens of its own document only (SPEC §4)."""
-    T = doc_ids.shape[-1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=doc_ids.device).tril()
-    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
-    return (same_doc & causal)[:, None]
-
-
-class KVCache:
-    """Keys and values of past positions for incremental decoding (used by the serving engine)."""
-
-    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
-        shape = (cfg.n_layers, batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
-
-    def update(self, layer: int, k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
-        end = self.length + k.shape[1]
-        self.keys[layer, :, self.length : end] = k
-        self.values[layer, :, self.length : end] = v
-        return self.keys[layer, :, :end], self.values[layer, :, :end]
-
-
 class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig, layer_id: int):
         super().__init__()
@@ -66,19 +47,14 @@ class Attention(nn.Module):
         self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
-    def forward(
-        self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None, cache: KVCache | None
-    ) -> Tensor:
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], context: AttentionContext) -> Tensor:
         B, T, _ = x.shape
         # -1 heads: under tensor parallelism each rank holds a slice of the heads.
         q = apply_rotary(self.wq(x).view(B, T, -1, self.head_dim), *rope)
         k = apply_rotary(self.wk(x).view(B, T, -1, self.head_dim), *rope)
         v = self.wv(x).view(B, T, -1, self.head_dim)
-        if cache is not None:
-            k, v = cache.update(self.layer_id, k, v)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None, enable_gqa=True)
-        return self.wo(y.transpose(1, 2).reshape(B, T, -1))
+        y = context.attend(self.layer_id, q, k, v)
+        return self.wo(y.reshape(B, T, -1))
 
 
 class FeedForward(nn.Module):
@@ -102,10 +78,8 @@ class Block(nn.Module):
         self.ffn_norm = nn.RMSNorm(cfg.dim, eps=cfg.norm_eps)
         self.feed_forward = FeedForward(cfg)
 
-    def forward(
-        self, x: Tensor, rope: tuple[Tensor, Tensor], mask: Tensor | None, cache: KVCache | None = None
-    ):
-        h = x + self.attention(self.attention_norm(x), rope, mask, cache)
+    def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], context: AttentionContext) -> Tensor:
+        h = x + self.attention(self.attention_norm(x), rope, context)
         return h + self.feed_forward(self.ffn_norm(h))
 
 
@@ -119,59 +93,99 @@ class Transformer(nn.Module):
         self.output: nn.Linear | None = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        self.rope_base = cfg.rope_base
         cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
     def set_rope_base(self, base: float) -> None:
-        """Change the rotary base in place (the long-context stage of SPEC §4 raises it)."""
-        self.rope_base = base
-        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, base)
-        self.rope_cos.copy_(cos)
-        self.rope_sin.copy_(sin)
+        """Set the rotary base in the config and the tables (the long-context stage of SPEC §4 raises it).
+
+        The config is the base's only home: checkpoints and exports write ``cfg.rope_base``.
+        """
+        self.cfg = self.cfg.model_copy(update={"rope_base": float(base)})
+        self.init_rope()
+
+    def init_rope(self) -> None:
+        """(Re)compute the rotary tables from the config on the buffers' device (after ``to_empty`` too)."""
+        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_base)
+        if self.rope_cos.device.type != "meta":
+            self.rope_cos = cos.to(self.rope_cos.device)
+            self.rope_sin = sin.to(self.rope_sin.device)
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
-        """Normal(0, std) everywhere; residual output projections scaled by 1/sqrt(2·layers) (GPT-2)."""
-        generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        """Normal(0, std) everywhere; residual output projections scaled by 1/sqrt(2·layers) (GPT-2).
+
+        Each parameter draws from its own generator, seeded by ``seed`` and the parameter's name,
+        so a model sharded before initialisation (built on the meta device, then FSDP, tensor or
+        pipeline parallel) gets exactly the numbers of the whole model on one process.
+        """
         std, out_std = self.cfg.init_std, self.cfg.init_std / (2 * self.cfg.n_layers) ** 0.5
         for name, param in self.named_parameters():
+            name = canonical_name(name)
             if param.dim() == 1:
                 param.fill_(1.0)
-            else:
-                scale = out_std if name.endswith(("wo.weight", "w2.weight")) else std
-                param.copy_(torch.randn(param.shape, generator=generator) * scale)
+                continue
+            scale = out_std if name.endswith(("wo.weight", "w2.weight")) else std
+            generator = torch.Generator().manual_seed(_param_seed(seed, name))
+            full = torch.randn(param.shape, generator=generator) * scale  # a DTensor's shape is global
+            _copy_local(param, full)
+        self.init_rope()
 
     def forward(
         self,
         tokens: Tensor,
         positions: Tensor | None = None,
         doc_ids: Tensor | None = None,
-        cache: KVCache | None = None,
+        *,
+        attention: AttentionContext | None = None,
         hidden: bool = False,
     ) -> Tensor:
         """Logits (B, T, vocab) for token ids (B, T), or hidden states when this is a pipeline stage.
 
-        ``positions`` restart at 0 for each packed document; ``doc_ids`` (same shape) adds a
-        document mask so packed documents do not attend to each other. With a ``cache``,
-        ``tokens`` continue the cached prefix. ``hidden=True`` returns the final normalised
-        hidden states, for callers that need logits at a few positions only (PPO's responses).
+        ``attention`` says which keys each query sees (:mod:`hcx.model.attention`); without it,
+        ``doc_ids`` (B, T) make packed documents that do not attend to each other, with
+        ``positions`` restarting at 0 for each, and otherwise each row is one causal sequence.
+        (Positions and document ids are tensors so that pipeline schedules can split them into
+        micro-batches.) ``hidden=True`` returns the final normalised hidden states, for callers
+        that need logits at a few positions only (scoring, PPO's responses, the engine).
         """
         h = self.tok_embeddings(tokens) if self.tok_embeddings is not None else tokens
-        T = h.shape[1]
-        start = cache.length if cache is not None else 0
-        if positions is None:
-            positions = torch.arange(start, start + T, device=h.device)[None]
+        if attention is None:
+            if positions is None:
+                positions = torch.arange(h.shape[1], device=h.device)[None]
+            attention = DocumentCausal(doc_ids, positions) if doc_ids is not None else Causal(positions)
+        positions = attention.positions
         rope = (self.rope_cos[positions][:, :, None], self.rope_sin[positions][:, :, None])
-        mask = None
-        if doc_ids is not None:
-            mask = document_causal_mask(doc_ids)
-        elif cache is not None and (start > 0 or T == 1):
-            mask = torch.ones(T, start + T, dtype=torch.bool, device=h.device).tril(diagonal=start)
         for layer in self.layers.values():
-            h = layer(h, rope, mask, cache)
-        if cache is not None:
-            cache.length += T
+            h = layer(h, rope, attention)
         h = self.norm(h) if self.norm is not None else h
         return self.output(h) if self.output is not None and not hidden else h
+
+
+_WRAPPERS = ("_checkpoint_wrapped_module.", "_orig_mod.", "_fsdp_wrapped_module.")
+
+
+def canonical_name(name: str) -> str:
+    """A parameter's name without the wrappers that activation checkpointing or compile insert."""
+    for wrapper in _WRAPPERS:
+        name = name.replace(wrapper, "")
+    return name
+
+
+def _param_seed(seed: int | None, name: str) -> int:
+    base = torch.initial_seed() if seed is None else seed
+    return (base * 1_000_003 + zlib.crc32(name.encode())) % 2**63
+
+
+def _copy_local(param: Tensor, full: Tensor) -> None:
+    """Write ``full`` (the whole parameter) into ``param``, or into this rank's shard of a DTensor."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(param, DTensor):
+        shard = distribute_tensor(
+            full.to(param.device), param.device_mesh, param.placements, src_data_rank=None
+        )
+        param.to_local().copy_(shard.to_local())
+    else:
+        param.copy_(full)

@@ -1,21 +1,24 @@
-"""``hcx run RECIPE`` (the main job) and ``hcx pipeline worker|status`` (SPEC §5.4)."""
+"""``hcx run RECIPE`` (the main job) and ``hcx pipeline stage|worker|status`` (SPEC §5.4)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from hcx.config import RecipeError
+
+if TYPE_CHECKING:
+    from hcx.pipeline.plan import Plan, PlannedStage
 
 Recipe = Annotated[Path, typer.Argument(help="recipe YAML with a pipeline: section")]
 Overrides = Annotated[
     list[str] | None, typer.Option("--set", help="override a field, e.g. --set pretrain.steps=10")
 ]
 
-app = typer.Typer(no_args_is_help=True, help="The pipeline's evaluation workers and state.")
+app = typer.Typer(no_args_is_help=True, help="The pipeline's stages, evaluation workers and state.")
 
 
 def _plan(recipe: Path, overrides: list[str] | None, dry_run: bool = False):
@@ -28,6 +31,39 @@ def _plan(recipe: Path, overrides: list[str] | None, dry_run: bool = False):
     except RecipeError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+
+
+def _echo_memory(stage: PlannedStage, plan: Plan) -> list[str]:
+    """Print a training stage's per-rank memory; warn, and return its name, when its device is too small."""
+    from hcx.pipeline.memory import stage_memory
+    from hcx.train.memory import GIB, HEADROOM
+
+    memory = stage_memory(stage, plan)
+    if memory is None:
+        return []
+    indent = " " * 11
+    if memory.estimate is None:
+        typer.echo(f"{indent}mem/rank: unknown ({memory.unknown})")
+        return []
+    estimate, cfg = memory.estimate, stage.config
+    parallel = cfg.parallel  # type: ignore[attr-defined]
+    at = f"micro-batch {memory.micro_batch}"
+    if parallel.pp > 1:
+        at += f", pipeline stage {estimate.pp_rank} of {parallel.pp}"
+    typer.echo(f"{indent}{estimate.describe()} at {at}")
+    resources = stage.spec.resources
+    device_gib = resources.gpu_memory_gib
+    if device_gib is None or estimate.fits(device_gib):
+        return []
+    hints = ["raise dp/tp/pp to shard weights, gradients and optimizer state"]
+    if not cfg.activation_checkpointing:  # type: ignore[attr-defined]
+        hints.append("turn on activation_checkpointing")
+    typer.echo(
+        f"WARNING: stage {stage.name} needs ≈{estimate.total / GIB:.1f} GiB per rank, more than "
+        f"{resources.gpu} holds ({device_gib:g} GiB, {HEADROOM:.0%} usable): {', '.join(hints)}, "
+        "or shrink the micro-batch"
+    )
+    return [stage.name]
 
 
 def run(
@@ -44,6 +80,7 @@ def run(
     if dry_run:
         from hcx.train.parallel import resolve_dp
 
+        too_big: list[str] = []
         for name in plan.order:
             stage = plan.stages[name]
             world = stage.spec.procs_per_node * stage.spec.nodes
@@ -54,9 +91,11 @@ def run(
                 f"mesh={mesh:14s} "
                 f"cpus={stage.spec.resources.cpus} gpus={stage.spec.resources.gpus:g} -> {', '.join(stage.outputs)}"
             )
+            too_big.extend(_echo_memory(stage, plan))
         ev = plan.config.evaluation
         typer.echo(f"evaluation: {ev.workers} worker(s), suite {ev.suite!r} on {', '.join(ev.stages or [])}")
-        typer.echo("ok: recipe, graph and parallel layouts are valid")
+        fit = f"; {len(too_big)} stage(s) may not fit their devices: {', '.join(too_big)}" if too_big else ""
+        typer.echo(f"ok: recipe, graph and parallel layouts are valid{fit}")
         return
     from hcx.pipeline.report import print_summary, training_curves
     from hcx.pipeline.runner import PipelineRunner
@@ -73,6 +112,34 @@ def run(
     print_summary(result, {n: s.outputs[-1] if s.outputs else "" for n, s in plan.stages.items()}, curves)
     if not result.ok:
         raise typer.Exit(1)
+
+
+@app.command()
+def stage(
+    recipe: Recipe,
+    name: Annotated[str, typer.Argument(help="a stage of the recipe's pipeline.stages")],
+    overrides: Overrides = None,
+) -> None:
+    """Run one stage of the pipeline as hcx run does, publishing its checkpoints to the store.
+
+    The driver launches every stage this way (under torchrun when procs_per_node > 1); start
+    it by hand on each node for stages the driver does not launch (nodes > 1).
+    """
+    import torch.distributed as dist
+
+    from hcx.pipeline.publish import run_stage, summary
+
+    try:
+        result = run_stage(recipe, name, overrides)
+    except RecipeError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    finally:
+        rank = dist.get_rank() if dist.is_initialized() else 0
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    if rank == 0:
+        typer.echo(json.dumps({"stage": name, "result": summary(result)}, indent=1, ensure_ascii=False))
 
 
 @app.command()

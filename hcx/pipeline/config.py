@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hcx.config import Section
+
+GPU_MEMORY_GIB: dict[str, float] = {
+    "h100-80gb": 79.6,
+    "h200-141gb": 140.4,
+    "a100-80gb": 80.0,
+    "a100-40gb": 40.0,
+    "l40s-48gb": 45.0,
+}
+"""Memory each accelerator reports (``nvidia-smi``'s total, in GiB) for the dry run's memory check."""
 
 
 class Resources(Section):
@@ -19,6 +28,31 @@ class Resources(Section):
     cpus: int = Field(default=0, ge=0, description="CPU cores; 0 = every core not held by others")
     gpus: float = Field(default=0, ge=0)
     memory_gb: float = Field(default=0, ge=0, description="0 = no request")
+    gpu: str | None = Field(
+        default=None,
+        description="accelerator of each rank, for the --dry-run memory check: "
+        f"{', '.join(GPU_MEMORY_GIB)}, or NAME:GIB for another (e.g. mi300x:192); None: no check",
+    )
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, gpu: str | None) -> str | None:
+        if gpu is None or gpu in GPU_MEMORY_GIB:
+            return gpu
+        _, colon, gib = gpu.rpartition(":")
+        try:
+            if colon and float(gib) > 0:
+                return gpu
+        except ValueError:
+            pass
+        raise ValueError(f"unknown gpu {gpu!r}: name one of {', '.join(GPU_MEMORY_GIB)} or write NAME:GIB")
+
+    @property
+    def gpu_memory_gib(self) -> float | None:
+        """The device memory of ``gpu`` in GiB, None when no device is named."""
+        if self.gpu is None:
+            return None
+        return GPU_MEMORY_GIB.get(self.gpu) or float(self.gpu.rpartition(":")[2])
 
 
 class StageSpec(Section):
@@ -50,6 +84,10 @@ class EvaluationSpec(Section):
     max_attempts: int = Field(default=3, ge=1)
     poll_seconds: float = Field(default=1.0, gt=0)
     resources: Resources = Field(default_factory=lambda: Resources(cpus=1))
+    device: str = Field(default="auto", description="where workers evaluate; auto: the GPU when there is one")
+    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        default="auto", description="auto: bfloat16 on a GPU, float32 on the CPU"
+    )
 
 
 class PipelineConfig(Section):

@@ -11,12 +11,13 @@ import glob
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel
 
 from hcx.config import RecipeError, load_section
 from hcx.pipeline.config import PipelineConfig, StageSpec
-from hcx.pipeline.stages import KINDS, field_paths, produced_paths
+from hcx.stages import STAGES, Stage
 
 
 @dataclass
@@ -32,13 +33,17 @@ class PlannedStage:
         return str(self.spec.kind)
 
     @property
+    def registered(self) -> Stage:
+        return STAGES[self.kind]
+
+    @property
     def trains(self) -> bool:
-        return KINDS[self.kind].trains
+        return self.registered.trains
 
     @property
     def evaluable(self) -> bool:
         """Saves language-model checkpoints (the reward model's are scored by its own held-out accuracy)."""
-        return self.trains and self.kind != "rm"
+        return self.registered.evaluable
 
     @property
     def output_dir(self) -> Path:
@@ -51,6 +56,7 @@ class Plan:
     config: PipelineConfig
     stages: dict[str, PlannedStage]
     order: list[str]
+    overrides: list[str] = field(default_factory=list)  # `hcx run --set`, passed on to every stage
 
     def upstream(self, name: str) -> set[str]:
         seen: set[str] = set()
@@ -61,6 +67,39 @@ class Plan:
                 seen.add(current)
                 todo.extend(self.stages[current].needs)
         return seen
+
+
+def field_paths(config: BaseModel, names: tuple[str, ...]) -> dict[str, list[str]]:
+    """``{field: [path, ...]}`` for the named fields that are set (strings, lists or mappings)."""
+    out: dict[str, list[str]] = {}
+    for name in names:
+        value: Any = getattr(config, name, None)
+        if value is None:
+            continue
+        if isinstance(value, str):
+            out[name] = [value]
+        elif isinstance(value, dict):
+            out[name] = [str(v) for v in value.values()]
+        else:
+            out[name] = [str(v) for v in value]
+    return out
+
+
+def produced_paths(config: BaseModel, stage: Stage) -> list[str]:
+    """The paths a stage with this config writes, including the exports it makes when none is named."""
+    paths = [p for ps in field_paths(config, stage.outputs).values() for p in ps]
+    output_dir = getattr(config, "output_dir", None)
+    for name, folder in stage.default_exports:
+        if getattr(config, name, None) is None and output_dir:
+            paths.append(f"{output_dir}/{folder}")
+    return paths
+
+
+def evaluated_stages(cfg: PipelineConfig) -> list[str]:
+    """The stages whose checkpoints the workers evaluate: those named, else every LM-training stage."""
+    if cfg.evaluation.stages is not None:
+        return list(cfg.evaluation.stages)
+    return [name for name, spec in cfg.stages.items() if STAGES[str(spec.kind)].evaluable]
 
 
 def topological_order(needs: dict[str, list[str]], where: str) -> list[str]:
@@ -142,8 +181,8 @@ def make_plan(
     if not cfg.stages:
         raise RecipeError(f"{where}: no stages")
     for name, spec in cfg.stages.items():
-        if spec.kind not in KINDS:
-            raise RecipeError(f"{where}.{name}: unknown stage kind {spec.kind!r}; known: {', '.join(KINDS)}")
+        if spec.kind not in STAGES:
+            raise RecipeError(f"{where}.{name}: unknown stage kind {spec.kind!r}; known: {', '.join(STAGES)}")
         for dep in spec.needs:
             if dep not in cfg.stages:
                 raise RecipeError(f"{where}.{name}.needs: unknown stage {dep!r}")
@@ -152,16 +191,16 @@ def make_plan(
     stages: dict[str, PlannedStage] = {}
     for name in order:
         spec = cfg.stages[name]
-        info = KINDS[str(spec.kind)]
-        config = load_section(recipe, str(spec.section), info.config_model(), [*(overrides or []), *spec.set])
-        stages[name] = PlannedStage(name, spec, config, list(spec.needs), produced_paths(config, info))
-    plan = Plan(recipe, cfg, stages, order)
+        registered = STAGES[str(spec.kind)]
+        config = registered.load(recipe, [*(overrides or []), *spec.set], section=spec.section)
+        stages[name] = PlannedStage(name, spec, config, list(spec.needs), produced_paths(config, registered))
+    plan = Plan(recipe, cfg, stages, order, list(overrides or []))
 
     for name in order:
         stage = plan.stages[name]
         upstream = plan.upstream(name)
         producers = {n: plan.stages[n].outputs for n in order if n != name}
-        for key, paths in field_paths(stage.config, KINDS[stage.kind].inputs).items():
+        for key, paths in field_paths(stage.config, stage.registered.inputs).items():
             for path in paths:
                 producer = _produced_by(path, producers)
                 if producer is not None and producer not in upstream:
@@ -214,7 +253,7 @@ def make_plan(
         except (UnknownSuiteError, ValueError) as exc:
             raise RecipeError(f"{recipe}:pipeline.evaluation.suite: {exc}") from None
     if evaluation.stages is None:
-        evaluation.stages = [n for n in order if plan.stages[n].evaluable]
+        evaluation.stages = sorted(evaluated_stages(cfg), key=order.index)
     for stage_name in evaluation.stages:
         if stage_name not in plan.stages:
             raise RecipeError(f"{recipe}:pipeline.evaluation.stages: unknown stage {stage_name!r}")

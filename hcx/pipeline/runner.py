@@ -22,7 +22,7 @@ from typing import Any
 
 from hcx.eval.report import mlflow_metrics
 from hcx.pipeline.executors import Job, LocalExecutor, RayExecutor, hcx_command
-from hcx.pipeline.plan import Plan, PlannedStage
+from hcx.pipeline.plan import Plan, PlannedStage, produced_paths
 from hcx.pipeline.store import Store
 from hcx.pipeline.tracking import Tracker, flatten, numeric_metrics
 from hcx.pipeline.worker import CLOSED
@@ -109,23 +109,11 @@ class PipelineRunner:
         self._drained = False
         self._restarts = 0
 
-    # --- environment of a stage or worker ------------------------------------------------------
-    def _env(self, **extra: str) -> dict[str, str]:
-        return {**os.environ, "HCX_PIPELINE_STORE": self.cfg.store_url(), **extra}
-
-    def _stage_env(self, stage: PlannedStage) -> dict[str, str]:
-        evaluate = self.cfg.evaluation.workers > 0 and stage.name in (self.cfg.evaluation.stages or [])
-        return self._env(
-            HCX_PIPELINE_STAGE=stage.name,
-            HCX_PIPELINE_EVALUATE="1" if evaluate else "0",
-            HCX_PIPELINE_SNAPSHOTS=str((self.run_dir / "snapshots").resolve()),
-        )
-
+    # --- how a stage is launched --------------------------------------------------------------
     def _stage_argv(self, stage: PlannedStage) -> list[str]:
-        from hcx.pipeline.stages import KINDS
-
-        sets = [arg for item in stage.spec.set for arg in ("--set", item)]
-        argv = hcx_command(*KINDS[stage.kind].command, str(self.plan.recipe), *sets)
+        """``hcx pipeline stage RECIPE NAME`` with the run's overrides: the stage publishes its own checkpoints."""
+        sets = [arg for item in self.plan.overrides for arg in ("--set", item)]
+        argv = hcx_command("pipeline", "stage", str(self.plan.recipe), stage.name, *sets)
         if stage.spec.procs_per_node > 1:
             argv = [
                 argv[0],
@@ -223,7 +211,7 @@ class PipelineRunner:
             job = self.executor.start(
                 f"worker-{i}",
                 argv,
-                self._env(),
+                dict(os.environ),
                 ev.resources,
                 self.run_dir / "logs" / f"worker-{i}.log",
                 last=True,
@@ -244,7 +232,7 @@ class PipelineRunner:
                 )
                 log_path = self.run_dir / "logs" / f"worker-{i}.log"
                 self.workers[i] = self.executor.start(
-                    worker.name, argv, self._env(), ev.resources, log_path, last=True
+                    worker.name, argv, dict(os.environ), ev.resources, log_path, last=True
                 )
                 self.say(f"restart evaluation worker {i} (exit code {code})")
 
@@ -297,7 +285,7 @@ class PipelineRunner:
                     self._open_stage_run(stage, parent)
                     log_path = self.run_dir / "logs" / f"{name}.log"
                     self.jobs[name] = self.executor.start(
-                        name, self._stage_argv(stage), self._stage_env(stage), stage.spec.resources, log_path
+                        name, self._stage_argv(stage), dict(os.environ), stage.spec.resources, log_path
                     )
                     self.store.set_stage_pid(name, getattr(self.jobs[name], "pid", None))
                     pending.remove(name)
@@ -388,12 +376,10 @@ def _terminate(signum, frame) -> None:
 
 def stage_models(stage: PlannedStage) -> list[tuple[str, Path]]:
     """The exported model folders a finished stage leaves (registered in MLflow)."""
-    from hcx.pipeline.stages import KINDS, produced_paths
-
     if not stage.trains:
         return []
     found = []
-    for path in produced_paths(stage.config, KINDS[stage.kind]):
+    for path in produced_paths(stage.config, stage.registered):
         folder = Path(path)
         if folder != stage.output_dir and (folder / "config.json").is_file():
             found.append((stage.name, folder))

@@ -30,10 +30,11 @@ CLOSED = "training_closed"
 def evaluate_checkpoint(claim: Claim, spec: EvaluationSpec, output_root: Path) -> dict[str, Any]:
     """Load the checkpoint's language model and score it with the evaluation suite."""
     from hcx.eval.api import evaluate
-    from hcx.train.checkpoint import load_model
+    from hcx.model.load import load_model
 
     event = claim.event
-    model, tokenizer_dir = load_model(event.path)
+    loaded = load_model(event.path, spec.device, spec.dtype)
+    model, tokenizer_dir = loaded.model, loaded.tokenizer_dir
     out = output_root / event.stage / f"step_{event.step:07d}"
     report = evaluate(
         model, tokenizer=tokenizer_dir, suite=spec.suite, data_dir=spec.data_dir, limit=spec.limit

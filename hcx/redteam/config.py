@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator, model_validator
 
 from hcx.config import Section
-from hcx.serve.config import EngineConfig
+from hcx.infer.config import EngineConfig
 
 TOPICS = ("social issues and bias", "illegal activity", "sexual matters", "professional advice", "other")
 METHODS = ("harmlessness/helpfulness trade-off", "role-play", "false premise", "jailbreak", "other")

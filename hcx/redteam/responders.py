@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from hcx.infer.config import EngineConfig
 from hcx.redteam.config import RedteamConfig, SamplingSetting
-from hcx.serve.config import EngineConfig
 
 Messages = list[dict[str, str]]
 
@@ -47,18 +47,19 @@ class EngineResponder:
     def __init__(
         self, name: str, model_dir: str | Path, settings: Sequence[SamplingSetting], engine: EngineConfig
     ):
-        from hcx.serve.async_engine import AsyncEngine
-        from hcx.serve.engine import Engine
-        from hcx.serve.server import load_checkpoint, resolve_device
+        from hcx.infer.async_engine import AsyncEngine
+        from hcx.infer.engine import Engine
+        from hcx.model.load import load_model
 
         self.name = name
         self.settings = list(settings)
-        model, self.tokenizer = load_checkpoint(Path(model_dir), None, *resolve_device("auto", "auto"))
+        loaded = load_model(model_dir, "auto", "auto")
+        model, self.tokenizer = loaded.model, loaded.tokenizer()
         self.context = model.cfg.max_seq_len
         self.engine = AsyncEngine(Engine(model, self.tokenizer, engine))
 
     async def respond(self, messages: Messages) -> list[Candidate]:
-        from hcx.serve.sampling import SamplingParams
+        from hcx.infer.sampling import SamplingParams
 
         ids = self.tokenizer.encode_chat(messages, add_generation_prompt=True).ids
         room = self.context - len(ids)

@@ -1,7 +1,7 @@
 """The OpenAI-compatible HTTP API and the web chat page (SPEC §8), on the engine's continuous batching.
 
 Every request becomes one engine request (one per prompt for a batch of completion
-prompts) fed by :class:`~hcx.serve.async_engine.AsyncEngine`, so all clients share the
+prompts) fed by :class:`~hcx.infer.async_engine.AsyncEngine`, so all clients share the
 running batch. A client that goes away — a closed stream, or a dropped connection while a
 non-streaming request waits — aborts its engine requests, freeing their batch slots and
 cache blocks before the next step. Refusals use the OpenAI error shape
@@ -31,8 +31,10 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hcx.config import Section
-from hcx.serve.async_engine import AsyncEngine
-from hcx.serve.engine import Engine
+from hcx.infer.async_engine import AsyncEngine
+from hcx.infer.engine import Engine
+from hcx.infer.request import Delta
+from hcx.infer.sampling import SamplingParams
 from hcx.serve.openai_schema import (
     ApiRequest,
     ChatCompletionRequest,
@@ -46,8 +48,6 @@ from hcx.serve.openai_schema import (
     usage,
     usage_chunk,
 )
-from hcx.serve.request import Delta
-from hcx.serve.sampling import SamplingParams
 from hcx.tokenizer import HcxTokenizer
 from hcx.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 

@@ -24,19 +24,10 @@ from pydantic import Field
 from rich.console import Console
 
 from hcx.config import Section
-from hcx.model.hf import import_hf
-from hcx.model.transformer import Transformer
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.model.load import load_model, resolve_device
 from hcx.serve.api import ApiConfig, create_app
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.tokenizer import HcxTokenizer, load
-
-DTYPES = {
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "float16": torch.float16,
-    "float64": torch.float64,
-}
 
 
 class ServeConfig(Section):
@@ -59,32 +50,12 @@ class ServeConfig(Section):
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
 
-def resolve_device(device: str, dtype: str) -> tuple[torch.device, torch.dtype]:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    target = torch.device(device)
-    if dtype == "auto":
-        return target, torch.bfloat16 if target.type == "cuda" else torch.float32
-    return target, DTYPES[dtype]
-
-
-def load_checkpoint(
-    checkpoint: Path, tokenizer_dir: Path | None, device: torch.device, dtype: torch.dtype
-) -> tuple[Transformer, HcxTokenizer]:
-    """The model and tokenizer of an HF-format export; errors name the directory and what is missing."""
-    if not checkpoint.is_dir():
-        raise FileNotFoundError(f"checkpoint {checkpoint}: not a directory (give an HF-format export)")
-    tokenizer = load(tokenizer_dir or checkpoint)
-    model = import_hf(checkpoint).to(device=device, dtype=dtype).eval()
-    model.requires_grad_(False)
-    return model, tokenizer
-
-
 def build_app(cfg: ServeConfig) -> FastAPI:
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
-    model, tokenizer = load_checkpoint(cfg.checkpoint, cfg.tokenizer, device, dtype)
+    loaded = load_model(cfg.checkpoint, device, dtype, tokenizer=cfg.tokenizer)
+    model, tokenizer = loaded.model, loaded.tokenizer()
     engine = Engine(model, tokenizer, cfg.engine)
     Console(stderr=True).print(
         f"serving {cfg.checkpoint} as {cfg.api.served_name!r}: {model.cfg.num_params() / 1e6:.1f}M parameters, "

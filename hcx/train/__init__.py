@@ -1,7 +1,18 @@
-"""Pretraining (SPEC §4): token shards, FIM, packing, the context schedule, 3D parallelism, checkpoints."""
+"""Training (SPEC §4): the one Trainer, pretraining on it, shards, FIM, parallelism, checkpoints."""
 
 from hcx.train.checkpoint import CheckpointSaved, read_events
-from hcx.train.config import PretrainConfig
-from hcx.train.trainer import Pretrainer, PretrainResult, pretrain
+from hcx.train.config import LoopConfig, PretrainConfig
+from hcx.train.pretrain import Pretrainer, pretrain
+from hcx.train.trainer import Task, Trainer, TrainResult
 
-__all__ = ["CheckpointSaved", "PretrainConfig", "PretrainResult", "Pretrainer", "pretrain", "read_events"]
+__all__ = [
+    "CheckpointSaved",
+    "LoopConfig",
+    "PretrainConfig",
+    "Pretrainer",
+    "Task",
+    "TrainResult",
+    "Trainer",
+    "pretrain",
+    "read_events",
+]

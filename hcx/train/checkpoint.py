@@ -5,8 +5,9 @@ position and RNG state, into ``step_NNNNNNN.tmp``; only when all ranks are done 
 rename it to ``step_NNNNNNN`` and then replace the ``latest`` pointer (both atomic renames).
 A process killed during a save therefore leaves a stray ``.tmp`` directory and the previous
 checkpoint still named by ``latest``. After the rename a :class:`CheckpointSaved` record is
-appended to ``events.jsonl``: the alignment pipeline watches these events to evaluate
-checkpoints asynchronously (SPEC §5.4).
+appended to ``events.jsonl`` and handed to the ``on_saved`` callback on rank 0: that is how the
+alignment pipeline, which passes its publish step as the callback, learns of checkpoints to
+evaluate asynchronously (SPEC §5.4). Training itself knows nothing of the pipeline.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-LATEST = "latest"
-META = "hcx_meta.json"
+from hcx.model.load import LATEST, META
+
 EVENTS = "events.jsonl"
 
 
@@ -56,78 +57,6 @@ def read_events(output_dir: str | Path) -> list[CheckpointSaved]:
     if not path.is_file():
         return []
     return [CheckpointSaved(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-
-
-def publish_to_pipeline(event: CheckpointSaved) -> None:
-    """Record the event in the pipeline's store when this stage runs under ``hcx run`` (SPEC §5.4).
-
-    The pipeline names its store and the stage in the environment of the stage's process, so
-    a stage run by hand stays independent of the pipeline.
-    """
-    url = os.environ.get("HCX_PIPELINE_STORE")
-    if not url:
-        return
-    from hcx.pipeline.store import Store
-
-    stage = os.environ.get("HCX_PIPELINE_STAGE", event.stage)
-    evaluate = os.environ.get("HCX_PIPELINE_EVALUATE") == "1"
-    path = event.path
-    if evaluate and (snapshots := os.environ.get("HCX_PIPELINE_SNAPSHOTS")):
-        path = str(_snapshot(Path(event.path), Path(snapshots) / stage))
-    Store(url).publish(
-        stage,
-        path,
-        event.step,
-        event.time,
-        event.tokens_seen,
-        event.loss,
-        evaluate=evaluate,
-    )
-
-
-def _snapshot(checkpoint: Path, folder: Path) -> Path:
-    """Hard-link a checkpoint aside so pruning cannot delete it before a worker evaluates it."""
-    target = folder / checkpoint.name
-    if not target.exists():
-        tmp = target.with_name(target.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-
-        def link(src: str, dst: str) -> None:
-            try:
-                os.link(src, dst)
-            except OSError:
-                shutil.copy2(src, dst)
-
-        shutil.copytree(checkpoint, tmp, copy_function=link)
-        os.replace(tmp, target)
-    return target
-
-
-def load_model(path: str | Path) -> tuple[Any, Path]:
-    """The language model saved in one training checkpoint directory, and its tokenizer directory.
-
-    Evaluation workers use this on ``step_NNNNNNN`` folders: only the model weights are read
-    (no optimizer), with the RoPE base in force when the checkpoint was saved.
-    """
-    from hcx.model.config import ModelConfig
-    from hcx.model.transformer import Transformer
-
-    path = Path(path)
-    meta_path = path / META
-    if not meta_path.is_file():
-        raise CheckpointError(f"{meta_path}: missing; {path} is not an hcx training checkpoint")
-    meta = json.loads(meta_path.read_text())
-    if "tokenizer" not in meta:
-        raise CheckpointError(
-            f"{meta_path}: no tokenizer recorded; this checkpoint cannot be evaluated alone"
-        )
-    model = Transformer(ModelConfig.model_validate(meta["model"]))
-    prefix = meta.get("weights_prefix", "")
-    state = {"model": {prefix + k: v for k, v in model.state_dict().items()}}
-    _dcp(dcp.load, state, checkpoint_id=str(path))
-    model.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()})
-    model.set_rope_base(float(meta.get("rope_base", model.rope_base)))
-    return model.eval(), Path(meta["tokenizer"])
 
 
 def _dcp(fn, *args, **kwargs):
@@ -213,7 +142,6 @@ class Checkpointer:
             event = dataclasses.replace(event, path=str(final), time=time.time())
             with open(self.output_dir / EVENTS, "a", encoding="utf-8") as f:
                 f.write(event.to_json() + "\n")
-            publish_to_pipeline(event)
             self._prune(final)
             if self.on_saved is not None:
                 self.on_saved(event)
@@ -229,6 +157,7 @@ class Checkpointer:
         """Refuse a checkpoint of another model shape before anything is loaded.
 
         The mesh may differ: DCP reshards on load, and the data stream does not depend on it.
+        So may the RoPE base: the context schedule sets it from the resumed step.
         """
         meta_path = path / META
         if not meta_path.is_file():
@@ -238,7 +167,7 @@ class Checkpointer:
             f"{section}.{key}: checkpoint {saved.get(section, {}).get(key)!r}, recipe {value!r}"
             for section in ("model",)
             for key, value in self.meta[section].items()
-            if saved.get(section, {}).get(key) != value
+            if key != "rope_base" and saved.get(section, {}).get(key) != value
         ]
         if diffs:
             raise CheckpointError(f"{path} was saved by a different configuration:\n  " + "\n  ".join(diffs))

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
-from hcx.config import RecipeError, load_section
-from hcx.train.config import PretrainConfig
+from hcx.config import RecipeError
+from hcx.stages import STAGES
 
 
 def app(
@@ -23,10 +23,10 @@ def app(
     from hcx.train.checkpoint import CheckpointError
     from hcx.train.parallel import MeshError
     from hcx.train.shards import ShardError
-    from hcx.train.trainer import pretrain
 
+    stage = STAGES["pretrain"]
     try:
-        result = pretrain(load_section(recipe, "pretrain", PretrainConfig, overrides))
+        result = stage.execute(stage.load(recipe, overrides))
     except (RecipeError, ShardError, MeshError, CheckpointError, FileNotFoundError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -64,7 +64,36 @@ class CheckpointConfig(Section):
     async_save: bool = False
 
 
-class PretrainConfig(Section):
+class LoopConfig(Section):
+    """What every training stage shares (the :class:`hcx.train.trainer.Trainer`'s knobs).
+
+    Each stage's config (pretraining, SFT, RM, PPO) is a LoopConfig with its own fields added,
+    so a recipe section sets these at its top level.
+    """
+
+    output_dir: str = "runs/stage"
+    steps: int | None = Field(default=None, description="optimizer steps; None = the stage's epochs")
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
+    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
+    device: str = Field(
+        default="auto", description="auto: this rank's GPU under torchrun when there is one, else the CPU"
+    )
+    dtype: Literal["bfloat16", "float32"] = Field(
+        default="bfloat16",
+        description="compute dtype: bfloat16 autocast (or FSDP bf16 parameters) over float32 master weights; "
+        "frozen networks (PPO's reference and reward model) are held in it",
+    )
+    grad_accum: int = Field(default=1, ge=1, description="micro-batches per optimizer step")
+    activation_checkpointing: bool = False
+    compile: bool = False
+    seed: int = 0
+    log_every: int = 10
+    peak_tflops: float | None = Field(default=None, description="per device, for MFU; guessed for known GPUs")
+    resume: bool = True
+
+
+class PretrainConfig(LoopConfig):
     corpus: str = "runs/corpus/*.jsonl.gz"
     tokenizer: str = "runs/tokenizer"
     output_dir: str = "runs/pretrain"
@@ -72,20 +101,9 @@ class PretrainConfig(Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     steps: int = 100_000
     stages: list[ContextStage] = Field(default_factory=_spec_stages)
-    grad_accum: int = 1
     doc_mask: bool = True
     fim: FimConfig = Field(default_factory=FimConfig)
-    optim: OptimConfig = Field(default_factory=OptimConfig)
-    parallel: ParallelConfig = Field(default_factory=ParallelConfig)
-    checkpoint: CheckpointConfig = Field(default_factory=CheckpointConfig)
-    dtype: Literal["bfloat16", "float32"] = "bfloat16"
-    activation_checkpointing: bool = False
-    compile: bool = False
-    seed: int = 0
-    log_every: int = 10
-    peak_tflops: float | None = Field(default=None, description="per device, for MFU; guessed for known GPUs")
     export_hf: str | None = None
-    resume: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> PretrainConfig:

@@ -53,16 +53,24 @@ class Mesh:
         return self.mesh[dim].get_group() if self.mesh is not None else None
 
 
-def init_distributed() -> torch.device:
-    """Join the torchrun process group when launched by torchrun; return this rank's device."""
+def init_distributed(device: str = "auto") -> torch.device:
+    """Join the torchrun process group when launched by torchrun; return this rank's device.
+
+    ``device`` is a stage's setting: ``auto`` takes this rank's GPU when there is one, ``cpu``
+    keeps everything on the CPU (gloo), ``cuda`` insists on a GPU.
+    """
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise MeshError(f"device {device!r}: no CUDA device is available on this machine")
     if "RANK" in os.environ and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend)
-    if torch.cuda.is_available():
+        dist.init_process_group("nccl" if kind == "cuda" else "gloo")
+    if kind == "cuda":
         local = int(os.environ.get("LOCAL_RANK", 0))
         torch.cuda.set_device(local)
         return torch.device("cuda", local)
-    return torch.device("cpu")
+    return torch.device(kind)
 
 
 def resolve_dp(cfg: ParallelConfig, world: int) -> int:
@@ -159,7 +167,33 @@ def apply_fsdp(model: Transformer, dp_mesh: DeviceMesh, param_dtype: torch.dtype
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     for block in model.layers.values():
         fully_shard(block, mesh=dp_mesh, mp_policy=policy)
+    if model.output is not None and not model.cfg.tie_embeddings:
+        # its own unit: scoring and PPO run the head outside the model's forward, on a few positions
+        fully_shard(model.output, mesh=dp_mesh, mp_policy=policy)
     fully_shard(model, mesh=dp_mesh, mp_policy=policy)
+
+
+def shard_for_forward(model: nn.Module, mesh: Mesh) -> nn.Module:
+    """FSDP2 over the data-parallel ranks for a network used for forwards only (PPO's reference and
+    reward model): every decoder as in training, a top-level head (a reward model's) as its own unit.
+
+    Every rank must then run the same number of forwards (they gather shards collectively).
+    """
+    if mesh.dp == 1:
+        return model
+    from torch.distributed.fsdp import fully_shard
+
+    dp_mesh = mesh.mesh["dp"]
+    if isinstance(model, Transformer):
+        apply_fsdp(model, dp_mesh, None)
+        return model
+    for child in list(model.children()):
+        if isinstance(child, Transformer):
+            apply_fsdp(child, dp_mesh, None)
+        elif isinstance(child, nn.Linear):
+            fully_shard(child, mesh=dp_mesh)
+    fully_shard(model, mesh=dp_mesh)
+    return model
 
 
 def parallelize(
@@ -169,15 +203,16 @@ def parallelize(
     activation_checkpointing: bool = False,
     compile: bool = False,
 ) -> Transformer:
-    """Shard ``model`` (already initialised, on CPU) for this rank; returns this rank's module.
+    """Shard ``model`` for this rank; returns this rank's module.
 
-    Weights are initialised before sharding so every layout starts from the same numbers as a
-    single process with the same seed (what the parity tests compare).
+    ``model`` holds loaded weights (moved to the device here) or is on the meta device, to be
+    :func:`materialize`-d after sharding, so no rank ever allocates the whole model.
     """
     check_layout(model.cfg, mesh.tp, mesh.pp)
     if mesh.pp > 1:
         model = split_pipeline_stage(model, mesh.pp_rank, mesh.pp)
-    model = model.to(mesh.device)
+    if not is_meta(model):
+        model = model.to(mesh.device)
     if mesh.tp > 1:
         apply_tensor_parallel(model, mesh.mesh["tp"])
     if activation_checkpointing:
@@ -188,6 +223,25 @@ def parallelize(
     if mesh.dp > 1:
         apply_fsdp(model, mesh.mesh["dp"], param_dtype)
     return model
+
+
+def is_meta(model: nn.Module) -> bool:
+    return any(p.device.type == "meta" for p in model.parameters())
+
+
+@torch.no_grad()
+def materialize(model: nn.Module, device: torch.device, seed: int) -> None:
+    """Allocate a meta-built, sharded model on ``device`` (this rank's shards only) and initialise it.
+
+    :meth:`Transformer.init_weights` seeds each parameter by its name, so the result equals
+    the whole model initialised on one process with the same seed, whatever the layout.
+    """
+    model.to_empty(device=device)
+    for module in model.modules():
+        if isinstance(module, Transformer):
+            if module.cfg.tie_embeddings and module.output is not None and module.tok_embeddings is not None:
+                module.output.weight = module.tok_embeddings.weight
+            module.init_weights(seed)
 
 
 def build_pipeline_schedule(model: Transformer, mesh: Mesh, n_microbatches: int, kind: str, loss_fn):

@@ -13,8 +13,8 @@ from hcx.align.experience import Rollout, response_logits, token_logprobs, token
 from hcx.align.losses import masked_mean
 from hcx.align.ppo import PpoSetupError, PpoTrainer, ppo
 from hcx.align.rm import train_reward_model
-from hcx.serve.engine import Engine
-from hcx.serve.sampling import SamplingParams
+from hcx.infer.engine import Engine
+from hcx.infer.sampling import SamplingParams
 
 
 def ppo_config(policy_dir: Path, data_dir: Path, out: Path, **overrides) -> PpoConfig:
@@ -70,16 +70,16 @@ def test_unlikelihood_lowers_the_probability_of_repeating(
         trainer = PpoTrainer(
             ppo_config(policy_dir, data_dir, tmp_path / f"ul{weight}", unlikelihood_weight=weight)
         )
-        engine = Engine(trainer.policy, trainer.tokenizer)
+        engine = Engine(trainer.ppo.policy, trainer.ppo.tokenizer)
         params = SamplingParams(max_new_tokens=48, temperature=0.0, stop_token_ids=[])
-        completions = engine.generate(trainer.train_prompts[:32], params)
+        completions = engine.generate(trainer.ppo.train_prompts[:32], params)
         rollouts = [Rollout(c.prompt_ids, c.token_ids, c.logprobs, c.text, 0) for c in completions]
-        exp = trainer.experience_from(rollouts)
+        exp = trainer.ppo.experience_from(rollouts)
         assert float(exp.repeated.sum() / exp.mask.sum()) > 0.2
         trainer.learn(exp)
         with torch.no_grad():
             logprobs = token_logprobs(
-                response_logits(trainer.policy, exp.tokens, exp.index), exp.tokens, exp.index
+                response_logits(trainer.ppo.policy, exp.tokens, exp.index), exp.tokens, exp.index
             )
         repeated_p[weight] = float(masked_mean(logprobs.exp(), exp.repeated))
         before = float(masked_mean(exp.old_logprobs.exp(), exp.repeated))
@@ -98,18 +98,18 @@ def test_tempered_rollouts_use_one_distribution_everywhere(
     trainer = PpoTrainer(
         ppo_config(policy_dir, data_dir, tmp_path / "t", temperature=0.5, rollouts_per_iteration=8)
     )
-    rollouts = trainer.rollouts()
+    rollouts = trainer.ppo.rollouts()
     rollouts.start(first_batch=0, version=0)
     try:
-        exp = trainer.collect(rollouts.rollouts(0))
+        exp = trainer.ppo.collect(rollouts.rollouts(0))
     finally:
         rollouts.stop()
     with torch.no_grad():
         tempered = token_logprobs(
-            response_logits(trainer.policy, exp.tokens, exp.index, 0.5), exp.tokens, exp.index
+            response_logits(trainer.ppo.policy, exp.tokens, exp.index, 0.5), exp.tokens, exp.index
         )
         untempered = token_logprobs(
-            response_logits(trainer.policy, exp.tokens, exp.index), exp.tokens, exp.index
+            response_logits(trainer.ppo.policy, exp.tokens, exp.index), exp.tokens, exp.index
         )
     assert exp.mask.sum() > 8
     assert torch.allclose(tempered * exp.mask, exp.old_logprobs, atol=1e-4)
@@ -124,16 +124,16 @@ def test_chunked_minibatches_take_the_same_step_as_whole_ones(
     settings = {"rollouts_per_iteration": 16, "ppo_epochs": 1, "unlikelihood_weight": 1.0}
     whole = PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "w", forward_tokens=100_000, **settings))
     chunked = PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "c", forward_tokens=64, **settings))
-    engine = Engine(whole.policy, whole.tokenizer)
+    engine = Engine(whole.ppo.policy, whole.ppo.tokenizer)
     params = SamplingParams(max_new_tokens=24, temperature=0.0, stop_token_ids=[])
-    by_length = sorted(whole.train_prompts, key=len)
+    by_length = sorted(whole.ppo.train_prompts, key=len)
     prompts = by_length[:: len(by_length) // 16][:16]
     completions = engine.generate(prompts, params)
-    exp = whole.experience_from(
+    exp = whole.ppo.experience_from(
         [Rollout(c.prompt_ids, c.token_ids, c.logprobs, c.text, 0) for c in completions]
     )
     assert exp.repeated.sum() > 0 and exp.sequence_lengths.max() > exp.sequence_lengths.min() + 10
-    assert len(list(chunked.chunks(exp.select(torch.arange(16))))) > 2
+    assert len(list(chunked.ppo.chunks(exp.select(torch.arange(16))))) > 2
     logged = [trainer.learn(copy.deepcopy(exp)) for trainer in (whole, chunked)]
     assert logged[0] == pytest.approx(logged[1], rel=1e-4, abs=1e-6)
     # One minibatch, so the gradients left after the step are that minibatch's, accumulated or not.
@@ -204,8 +204,8 @@ def test_synchronous_ppo_resumes_exactly(policy_dir: Path, data_dir: Path, tmp_p
     resumed = PpoTrainer(ppo_config(policy_dir, data_dir, tmp_path / "b", **settings))
     resumed.train()
     keys = ("reward", "kl", "length", "pg_loss")
-    assert len(resumed.history) == len(straight.history) == 4
-    for got, want in zip(resumed.history, straight.history, strict=True):
+    assert len(resumed.ppo.history) == len(straight.ppo.history) == 4
+    for got, want in zip(resumed.ppo.history, straight.ppo.history, strict=True):
         assert [got[k] for k in keys] == pytest.approx([want[k] for k in keys], abs=1e-5)
 
 

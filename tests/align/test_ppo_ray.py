@@ -39,11 +39,11 @@ def test_ray_rollouts_match_the_thread_and_follow_published_weights(
     batches: dict[str, list[list[Rollout]]] = {}
     try:
         for name, trainer in (("thread", thread), ("ray", actors)):
-            source = trainer.rollouts()
+            source = trainer.ppo.rollouts()
             source.start(first_batch=0, version=0)
             first = list(source.rollouts(0))
             with torch.no_grad():
-                trainer.policy.output.weight.mul_(2.0)  # a sharper policy samples differently
+                trainer.ppo.policy.output.weight.mul_(2.0)  # a sharper policy samples differently
             source.publish(1)
             batches[name] = [first, list(source.rollouts(1))]
             source.stop()
@@ -56,10 +56,10 @@ def test_ray_rollouts_match_the_thread_and_follow_published_weights(
     second = batches["ray"][1]
     assert {r.version for r in second} == {1} and {r.worker for r in second} == {0, 1}
     assert by_prompt(second) == by_prompt(batches["thread"][1])
-    exp = actors.experience_from(second)
+    exp = actors.ppo.experience_from(second)
     with torch.no_grad():
         recomputed = token_logprobs(
-            response_logits(actors.policy, exp.tokens, exp.index), exp.tokens, exp.index
+            response_logits(actors.ppo.policy, exp.tokens, exp.index), exp.tokens, exp.index
         )
     assert torch.allclose(recomputed * exp.mask, exp.old_logprobs, atol=1e-4)
     assert float(((exp.ref_logprobs - exp.old_logprobs) * exp.mask).abs().sum()) > 1.0

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from hcx.eval.backend import CheckpointLoadError, HcxLM
+from hcx.eval.backend import HcxLM
 from hcx.eval.local_data import MissingBenchmarkError, load_benchmark
 from hcx.eval.runner import UnknownTaskError, run_suite, task_manager
 from hcx.eval.suites import UnknownSuiteError, load_suite
 from hcx.eval.tasks.standard.utils import load_kobest
+from hcx.model.load import ModelLoadError
 from hcx.records import BadRecordError
 
 
@@ -68,12 +69,12 @@ def test_bad_line_names_file_and_line(tmp_path):
 
 
 def test_checkpoint_that_cannot_load(tmp_path, base_model_dir):
-    with pytest.raises(CheckpointLoadError, match="not a directory"):
+    with pytest.raises(ModelLoadError, match="not a directory"):
         HcxLM(pretrained=str(tmp_path / "absent"))
     broken = tmp_path / "broken"
     shutil.copytree(base_model_dir, broken)
     (broken / "model.safetensors").write_bytes(b"not safetensors")
-    with pytest.raises(CheckpointLoadError, match="broken cannot be loaded"):
+    with pytest.raises(ModelLoadError, match="broken cannot be loaded"):
         HcxLM(pretrained=str(broken))
 
 

@@ -230,8 +230,8 @@ def test_ko_mt_bench_fixture_loads_in_hub_schema():
 
 
 def test_two_turn_generation_with_the_hcx_engine(base_model_dir: Path, tmp_path: Path):
+    from hcx.infer.engine import Engine
     from hcx.model.hf import import_hf
-    from hcx.serve.engine import Engine
     from hcx.tokenizer import load
 
     model = import_hf(base_model_dir)

@@ -4,8 +4,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hcx.model import PRESETS, KVCache, ModelConfig, Transformer
-from hcx.model.transformer import apply_rotary, document_causal_mask
+from hcx.model import PRESETS, CachedCausal, Causal, KVCache, ModelConfig, Transformer
+from hcx.model.attention import document_causal_mask
+from hcx.model.transformer import apply_rotary
 
 
 def make_model(**overrides) -> Transformer:
@@ -37,7 +38,7 @@ def test_logit_shapes_and_gqa_grouping(tokenizer, korean_texts):
     scores = (q @ k.transpose(-1, -2)) / cfg.head_dim**0.5
     scores = scores.masked_fill(~torch.ones(40, 40, dtype=torch.bool).tril(), float("-inf"))
     expected = attn.wo((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, 40, -1))
-    got = attn(x, (cos, sin), None, None)
+    got = attn(x, (cos, sin), Causal.of_length(40))
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
 
 
@@ -76,9 +77,9 @@ def test_kv_cache_decoding_matches_full_forward(tokenizer, korean_texts):
     cache = KVCache(model.cfg, batch_size=1, max_len=32)
     with torch.no_grad():
         full = model(tokens)
-        prefill = model(tokens[:, :16], cache=cache)
-        steps = [model(tokens[:, i : i + 1], cache=cache) for i in range(16, 20)]
-        chunk = model(tokens[:, 20:24], cache=cache)
+        prefill = model(tokens[:, :16], attention=CachedCausal(cache, 16))
+        steps = [model(tokens[:, i : i + 1], attention=CachedCausal(cache, 1)) for i in range(16, 20)]
+        chunk = model(tokens[:, 20:24], attention=CachedCausal(cache, 4))
     torch.testing.assert_close(prefill, full[:, :16], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 16:20], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(chunk, full[:, 20:24], atol=1e-5, rtol=1e-4)
@@ -91,7 +92,7 @@ def test_rope_base_change_changes_long_range_logits(tokenizer, korean_texts):
         before = model(tokens)
         model.set_rope_base(1_000_000.0)
         after = model(tokens)
-    assert model.rope_base == 1_000_000.0
+    assert model.cfg.rope_base == 1_000_000.0
     torch.testing.assert_close(before[:, 0], after[:, 0])  # position 0 has no rotation
     assert (before[:, 1:] - after[:, 1:]).abs().max() > 1e-4
 

@@ -156,3 +156,22 @@ def test_a_worker_killed_mid_evaluation_leads_to_exactly_one_result(
     (row,) = store.evaluations()
     assert (row["status"], row["worker"], row["attempts"]) == ("done", "survivor", 2)
     assert row["result"]["worker"] == "survivor"
+
+
+def test_a_stage_under_torchrun_publishes_each_checkpoint_once_from_rank_0(
+    tmp_path: Path, tokenizer_dir: Path, corpus_glob: str, data_dir: Path
+) -> None:
+    """Every rank builds the publish callback; the checkpointer calls it on rank 0 only."""
+    recipe = pipeline_recipe(
+        tmp_path, tokenizer_dir, corpus_glob, data_dir, pretrain_steps=8, stages=("pretrain",)
+    )
+    raw = yaml.safe_load(recipe.read_text())
+    raw["pipeline"]["stages"]["pretrain"]["procs_per_node"] = 2
+    recipe.write_text(yaml.safe_dump(raw))
+    done = hcx("run", str(recipe), timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    store = Store(f"sqlite:///{tmp_path}/pipe/pipeline.db")
+    assert [e.step for e in store.events("pretrain")] == [4, 8]
+    assert [r["status"] for r in store.evaluations()] == ["done", "done"]
+    log = (tmp_path / "pipe" / "logs" / "pretrain.log").read_text()
+    assert log.count('"stage": "pretrain"') == 1

@@ -24,15 +24,15 @@ import pytest
 import torch
 import uvicorn
 
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.infer.prompts import read_user_turns
+from hcx.infer.request import Completion
+from hcx.infer.sampling import SamplingParams
 from hcx.model import ModelConfig, Transformer
 from hcx.model.hf import export_hf
+from hcx.model.load import load_model
 from hcx.serve.api import ApiConfig, create_app
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.serve.prompts import read_user_turns
-from hcx.serve.request import Completion
-from hcx.serve.sampling import SamplingParams
-from hcx.serve.server import load_checkpoint
 from hcx.tokenizer import HcxTokenizer
 
 API_KEY = "hcx-test-key"
@@ -87,7 +87,7 @@ def served_model_dir(
 
 @pytest.fixture(scope="session")
 def live_server(served_model_dir: Path) -> Iterator[LiveServer]:
-    model, tok = load_checkpoint(served_model_dir, None, torch.device("cpu"), torch.float64)
+    model, tok = load_model(served_model_dir, torch.device("cpu"), torch.float64).pair()
     engine = Engine(model, tok, EngineConfig(max_running=64, num_blocks=2048, block_size=16))
     app = create_app(engine, ApiConfig(served_name=SERVED_NAME, api_key=API_KEY, max_tokens=MAX_TOKENS))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import httpx
@@ -9,9 +10,9 @@ import openai
 import pytest
 import torch
 
-from hcx.serve.engine import Engine
-from hcx.serve.sampling import SamplingParams
-from hcx.serve.server import load_checkpoint
+from hcx.infer.engine import Engine
+from hcx.infer.sampling import SamplingParams
+from hcx.model.load import ModelLoadError, load_model
 from hcx.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 from tests.serve.live_server import API_KEY, MAX_TOKENS, SERVED_NAME, LiveServer
 
@@ -208,8 +209,8 @@ def test_a_transformers_resaved_export_loads_and_answers_the_same(
 
     AutoModelForCausalLM.from_pretrained(served_model_dir, dtype=torch.bfloat16).save_pretrained(tmp_path)
     AutoTokenizer.from_pretrained(served_model_dir).save_pretrained(tmp_path)
-    ours, ours_tok = load_checkpoint(served_model_dir, None, torch.device("cpu"), torch.float32)
-    theirs, theirs_tok = load_checkpoint(tmp_path, None, torch.device("cpu"), torch.float32)
+    ours, ours_tok = load_model(served_model_dir, torch.device("cpu"), torch.float32).pair()
+    theirs, theirs_tok = load_model(tmp_path, torch.device("cpu"), torch.float32).pair()
     prompt = tok.encode_chat(
         {"messages": [{"role": "user", "content": "서울의 봄 날씨는 어때요?"}]}, True
     ).ids
@@ -228,8 +229,11 @@ def test_a_transformers_resaved_export_loads_and_answers_the_same(
 
 
 def test_checkpoint_errors_name_the_directory(tmp_path: Path, served_model_dir: Path):
-    with pytest.raises(FileNotFoundError, match="not a directory"):
-        load_checkpoint(tmp_path / "missing", None, torch.device("cpu"), torch.float32)
+    with pytest.raises(ModelLoadError, match="missing: not a directory"):
+        load_model(tmp_path / "missing", torch.device("cpu"), torch.float32).pair()
     (tmp_path / "config.json").write_text((served_model_dir / "config.json").read_text())
+    with pytest.raises(ModelLoadError, match="safetensors"):
+        load_model(tmp_path, torch.device("cpu"), torch.float32)
+    shutil.copy2(served_model_dir / "model.safetensors", tmp_path / "model.safetensors")
     with pytest.raises(FileNotFoundError, match="tokenizer"):
-        load_checkpoint(tmp_path, None, torch.device("cpu"), torch.float32)
+        load_model(tmp_path, torch.device("cpu"), torch.float32).pair()

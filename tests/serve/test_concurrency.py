@@ -7,7 +7,7 @@ import json
 
 import httpx
 
-from hcx.serve.sampling import SamplingParams
+from hcx.infer.sampling import SamplingParams
 from tests.serve.live_server import API_KEY, LiveServer
 
 HEADERS = {"Authorization": f"Bearer {API_KEY}"}

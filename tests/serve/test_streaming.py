@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from hcx.serve.sampling import SamplingParams
+from hcx.infer.sampling import SamplingParams
 from tests.serve.live_server import API_KEY, SERVED_NAME, LiveServer
 
 

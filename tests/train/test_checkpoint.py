@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from hcx.train.checkpoint import CheckpointSaved, latest_checkpoint, read_events
-from hcx.train.trainer import Pretrainer
+from hcx.train.pretrain import Pretrainer
 
 # Runs a real training process and SIGKILLs it from inside DCP's writer after the second
 # checkpoint's tensor files are on disk but before its metadata is: a crash mid-save.
@@ -16,7 +16,7 @@ CRASHING_RUN = """
 import os, signal, sys
 from torch.distributed.checkpoint import filesystem
 from hcx.train.config import PretrainConfig
-from hcx.train.trainer import Pretrainer
+from hcx.train.pretrain import Pretrainer
 
 finish, saves = filesystem.FileSystemWriter.finish, []
 def finish_or_die(self, *args, **kwargs):

@@ -12,8 +12,8 @@ from hcx.cli import app
 from hcx.model.hf import import_hf
 from hcx.train.checkpoint import CheckpointError, read_events
 from hcx.train.parallel import MeshError
+from hcx.train.pretrain import Pretrainer
 from hcx.train.shards import ShardError
-from hcx.train.trainer import Pretrainer
 
 
 def read_log(output_dir: str | Path) -> list[dict]:
@@ -62,7 +62,7 @@ def test_cli_pretrains_with_fim_and_both_context_stages(tmp_path, corpus_glob, t
 
     hf = json.loads((tmp_path / "hf" / "config.json").read_text())
     assert hf["model_type"] == "llama" and hf["vocab_size"] == 4096
-    assert import_hf(tmp_path / "hf").rope_base == 100_000.0
+    assert import_hf(tmp_path / "hf").cfg.rope_base == 100_000.0
 
 
 @pytest.mark.parametrize("async_save", [False, True])

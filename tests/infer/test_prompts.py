@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hcx.serve.prompts import chat_prompt_ids, read_user_turns
+from hcx.infer.prompts import chat_prompt_ids, read_user_turns
 
 
 def test_reads_every_nth_user_turn_of_the_shared_korean_sft(data_dir, tok):

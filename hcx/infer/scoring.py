@@ -31,17 +31,8 @@ class ContinuationScore:
         return float(self.logprobs.sum())
 
 
-def _hidden_states(model: Transformer, tokens: Tensor) -> Tensor:
-    """The model's final hidden states (B, T, dim) for full causal sequences from position 0."""
-    T = tokens.shape[1]
-    rope = (model.rope_cos[:T][None, :, None], model.rope_sin[:T][None, :, None])
-    h = model.tok_embeddings(tokens)
-    for layer in model.layers.values():
-        h = layer(h, rope, None)
-    return model.norm(h)
-
-
-def _batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
+def length_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]:
+    """Indices grouped longest first into batches of at most ``max_batch_tokens`` padded tokens."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     for i in order:
@@ -73,7 +64,7 @@ def score_continuations(
     device = model.rope_cos.device
     lengths = [len(c) + len(x) for c, x in zip(contexts, continuations, strict=True)]
     scores: list[ContinuationScore | None] = [None] * len(contexts)
-    for batch in _batches(lengths, max_batch_tokens):
+    for batch in length_batches(lengths, max_batch_tokens):
         tokens = torch.zeros(len(batch), lengths[batch[0]], dtype=torch.long)
         rows, cols, targets = [], [], []
         for row, i in enumerate(batch):
@@ -83,7 +74,7 @@ def score_continuations(
             rows += [row] * len(continuations[i])
             cols += range(start, start + len(continuations[i]))
             targets += continuations[i]
-        hidden = _hidden_states(model, tokens.to(device))
+        hidden = model(tokens.to(device), hidden=True)
         logits = model.output(hidden[torch.tensor(rows), torch.tensor(cols)])
         if logits.dtype in (torch.float16, torch.bfloat16):
             logits = logits.float()

@@ -2,11 +2,11 @@
 
 One engine serves PPO rollouts and evaluation (the synchronous :meth:`Engine.generate`,
 :meth:`Engine.iter_generate` and :meth:`Engine.score`) and users (the asynchronous
-:class:`hcx.serve.async_engine.AsyncEngine`, built on :meth:`Engine.step`). Each step the
-:class:`~hcx.serve.scheduler.Scheduler` picks the requests and token counts, the packed
-forward (:mod:`hcx.serve.forward`) runs them together over the paged cache
-(:mod:`hcx.serve.kv_pool`), and each request that reached the end of its known tokens
-samples one more with its own generator (:mod:`hcx.serve.sampling`).
+:class:`hcx.infer.async_engine.AsyncEngine`, built on :meth:`Engine.step`). Each step the
+:class:`~hcx.infer.scheduler.Scheduler` picks the requests and token counts, the packed
+forward (:mod:`hcx.infer.step`) runs them together over the paged cache
+(:mod:`hcx.infer.kv_pool`), and each request that reached the end of its known tokens
+samples one more with its own generator (:mod:`hcx.infer.sampling`).
 
 The engine uses the model it is given as is, without a copy: after a PPO update the next
 step already generates with the new weights (cached keys/values of running requests were
@@ -22,15 +22,15 @@ from collections.abc import Iterator, Sequence
 import torch
 from tqdm import tqdm
 
+from hcx.infer.config import EngineConfig
+from hcx.infer.kv_pool import BlockPool
+from hcx.infer.request import Completion, Delta, Request
+from hcx.infer.sampling import SamplingParams, sample_tokens
+from hcx.infer.scheduler import Scheduler
+from hcx.infer.scoring import ContinuationScore, score_continuations
+from hcx.infer.step import SequenceChunk, pack_step, paged_forward
+from hcx.infer.text import TextStream
 from hcx.model.transformer import Transformer
-from hcx.serve.config import EngineConfig
-from hcx.serve.forward import SequenceChunk, pack_step, paged_forward
-from hcx.serve.kv_pool import BlockPool
-from hcx.serve.request import Completion, Delta, Request
-from hcx.serve.sampling import SamplingParams, sample_tokens
-from hcx.serve.scheduler import Scheduler
-from hcx.serve.scoring import ContinuationScore, score_continuations
-from hcx.serve.text import TextStream
 from hcx.tokenizer import HcxTokenizer
 
 Prompt = str | Sequence[int]
@@ -248,7 +248,7 @@ class Engine:
         return [done[r.request_id] for r in requests]
 
     def score(self, contexts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[ContinuationScore]:
-        """Log-probabilities of each continuation after its context (see :mod:`hcx.serve.scoring`)."""
+        """Log-probabilities of each continuation after its context (see :mod:`hcx.infer.scoring`)."""
         return score_continuations(
             self.model,
             [self.encode(c) for c in contexts],

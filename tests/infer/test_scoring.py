@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.serve.prompts import chat_prompt_ids
-from hcx.serve.sampling import SamplingParams
-from hcx.serve.scoring import score_continuations
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.infer.prompts import chat_prompt_ids
+from hcx.infer.sampling import SamplingParams
+from hcx.infer.scoring import score_continuations
 
 
 def forward_logprobs(model, context: list[int], continuation: list[int]) -> torch.Tensor:

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from hcx.serve.sampling import SamplingParams, filter_top_k_top_p, sample_tokens
+from hcx.infer.sampling import SamplingParams, filter_top_k_top_p, sample_tokens
 
 
 def test_top_k_and_top_p_keep_the_right_tokens():

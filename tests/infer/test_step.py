@@ -7,9 +7,9 @@ import copy
 import pytest
 import torch
 
+from hcx.infer.kv_pool import BlockPool
+from hcx.infer.step import SequenceChunk, group_by_context_length, pack_step, paged_forward
 from hcx.model import Transformer
-from hcx.serve.forward import SequenceChunk, group_by_context_length, pack_step, paged_forward
-from hcx.serve.kv_pool import BlockPool
 
 
 def _step_logits(

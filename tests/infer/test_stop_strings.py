@@ -10,10 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.serve.sampling import SamplingParams
-from hcx.serve.text import TextStream
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.infer.sampling import SamplingParams
+from hcx.infer.text import TextStream
 
 SENTENCE = "오늘은 날씨가 정말 좋네요. 내일도 맑았으면 좋겠습니다. 그럼 안녕히 계세요."
 

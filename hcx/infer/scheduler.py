@@ -18,9 +18,9 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from hcx.serve.config import EngineConfig
-from hcx.serve.kv_pool import BlockPool
-from hcx.serve.request import Request
+from hcx.infer.config import EngineConfig
+from hcx.infer.kv_pool import BlockPool
+from hcx.infer.request import Request
 
 
 @dataclass(frozen=True)

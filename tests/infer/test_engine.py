@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.infer.sampling import SamplingParams
 from hcx.model import Transformer
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.serve.sampling import SamplingParams
 
 
 def greedy_without_cache(model: Transformer, prompt: list[int], max_new_tokens: int) -> list[int]:

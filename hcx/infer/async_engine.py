@@ -1,4 +1,4 @@
-"""Streaming on top of :class:`~hcx.serve.engine.Engine` for the OpenAI-compatible server.
+"""Streaming on top of :class:`~hcx.infer.engine.Engine` for the OpenAI-compatible server.
 
 One background task owns the engine: it applies queued submissions and cancellations
 between steps, runs each step in a worker thread (so the event loop keeps serving
@@ -14,9 +14,9 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
-from hcx.serve.engine import Engine, Prompt
-from hcx.serve.request import Completion, Delta, Request
-from hcx.serve.sampling import SamplingParams
+from hcx.infer.engine import Engine, Prompt
+from hcx.infer.request import Completion, Delta, Request
+from hcx.infer.sampling import SamplingParams
 
 
 class AsyncEngine:

@@ -1,4 +1,4 @@
-"""The model's forward pass over a packed step of many sequences and a paged KV cache.
+"""The layout of one engine step: many sequences' new tokens packed over a paged KV cache.
 
 One scheduler step packs the new tokens of every scheduled sequence into one row: decode
 steps (one token each) and prefill chunks (many tokens) side by side, so the linear layers
@@ -8,9 +8,9 @@ Sequences are gathered in groups: decoding (one query) apart from prefilling (se
 a long prefill chunk does not pad the decoding sequences' queries, and within each kind by
 context length, so a short sequence is not padded to the longest context in the step.
 
-The layer math is the model's own (its submodules and :func:`apply_rotary`); only the
-cache layout differs from :meth:`hcx.model.transformer.Transformer.forward`, and the tests
-check the logits are the same.
+The forward itself is the model's one forward (:meth:`hcx.model.transformer.Transformer.forward`)
+with a :class:`hcx.model.attention.PagedKV` context built here; this module only lays out
+tokens, positions, cache slots and attention groups.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from hcx.model.transformer import Attention, Transformer, apply_rotary
-from hcx.serve.kv_pool import BlockPool
+from hcx.infer.kv_pool import BlockPool
+from hcx.model.attention import PagedGroup, PagedKV
+from hcx.model.transformer import Transformer
 
 
 @dataclass(frozen=True)
@@ -36,25 +36,15 @@ class SequenceChunk:
 
 
 @dataclass
-class AttentionGroup:
-    """Sequences whose attention is computed in one padded batch."""
-
-    query_index: Tensor  # (S, T) packed index of each query, padding -> 0
-    query_valid: Tensor | None  # (S, T) bool, None when no query is padding
-    key_slots: Tensor  # (S, L) cache slot of each key position, padding -> 0
-    mask: Tensor  # (S, 1, T, L) query may see key
-
-
-@dataclass
 class PackedStep:
     tokens: Tensor  # (N,)
     positions: Tensor  # (N,)
     slots: Tensor  # (N,) where each new token's key and value are written
-    groups: list[AttentionGroup]
+    groups: list[PagedGroup]
     logits_index: Tensor  # packed indices whose logits are wanted
 
 
-def _group(chunks: list[SequenceChunk], offsets: list[int], block_size: int, device) -> AttentionGroup:
+def _group(chunks: list[SequenceChunk], offsets: list[int], block_size: int, device) -> PagedGroup:
     lengths = [len(c.token_ids) for c in chunks]
     T = max(lengths)
     L = max(c.start + n for c, n in zip(chunks, lengths, strict=True))
@@ -71,7 +61,7 @@ def _group(chunks: list[SequenceChunk], offsets: list[int], block_size: int, dev
     key_pos = torch.arange(L)
     key_slots = tables[:, key_pos // block_size] * block_size + key_pos % block_size
     mask = (key_pos[None, None] <= query_pos[:, :, None])[:, None]
-    return AttentionGroup(
+    return PagedGroup(
         query_index=query_index.to(device),
         query_valid=None if bool(query_valid.all()) else query_valid.to(device),
         key_slots=key_slots.to(device),
@@ -136,37 +126,11 @@ def pack_step(
     return PackedStep(as_tensor(tokens), as_tensor(positions), as_tensor(slots), groups, as_tensor(wanted))
 
 
-def _paged_attention(
-    attn: Attention, x: Tensor, rope: tuple[Tensor, Tensor], pool: BlockPool, layer: int, step: PackedStep
-) -> Tensor:
-    N = x.shape[1]
-    q = apply_rotary(attn.wq(x).view(1, N, -1, attn.head_dim), *rope)[0]
-    k = apply_rotary(attn.wk(x).view(1, N, -1, attn.head_dim), *rope)[0]
-    v = attn.wv(x).view(N, -1, attn.head_dim)
-    keys, values = pool.keys[layer], pool.values[layer]
-    keys.index_copy_(0, step.slots, k.to(keys.dtype))
-    values.index_copy_(0, step.slots, v.to(values.dtype))
-    out = torch.empty_like(q)
-    for g in step.groups:
-        qg = q[g.query_index].transpose(1, 2)
-        kg = keys[g.key_slots].transpose(1, 2)
-        vg = values[g.key_slots].transpose(1, 2)
-        y = F.scaled_dot_product_attention(qg, kg, vg, attn_mask=g.mask, enable_gqa=True).transpose(1, 2)
-        if g.query_valid is None:
-            out[g.query_index.flatten()] = y.flatten(0, 1)
-        else:
-            out[g.query_index[g.query_valid]] = y[g.query_valid]
-    return attn.wo(out.reshape(1, N, -1))
-
-
 @torch.no_grad()
 def paged_forward(model: Transformer, pool: BlockPool, step: PackedStep) -> Tensor:
     """Write the step's keys/values into ``pool`` and return logits (len(logits_index), vocab)."""
     if model.tok_embeddings is None or model.output is None or model.norm is None:
         raise ValueError("the engine needs a whole model, not a pipeline stage")
-    h = model.tok_embeddings(step.tokens)[None]
-    rope = (model.rope_cos[step.positions][None, :, None], model.rope_sin[step.positions][None, :, None])
-    for i, block in enumerate(model.layers.values()):
-        h = h + _paged_attention(block.attention, block.attention_norm(h), rope, pool, i, step)
-        h = h + block.feed_forward(block.ffn_norm(h))
-    return model.output(model.norm(h[0, step.logits_index]))
+    context = PagedKV(step.positions, step.slots, step.groups, pool.keys, pool.values)
+    hidden = model(step.tokens[None], attention=context, hidden=True)
+    return model.output(hidden[0, step.logits_index])

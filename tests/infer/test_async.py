@@ -6,10 +6,10 @@ import asyncio
 
 import pytest
 
-from hcx.serve.async_engine import AsyncEngine
-from hcx.serve.config import EngineConfig
-from hcx.serve.engine import Engine
-from hcx.serve.sampling import SamplingParams
+from hcx.infer.async_engine import AsyncEngine
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
+from hcx.infer.sampling import SamplingParams
 
 
 def test_streams_add_up_to_the_batch_outputs(model, tok, korean_prompts):

@@ -7,8 +7,8 @@ from typing import Literal
 
 import torch
 
-from hcx.serve.sampling import SamplingParams
-from hcx.serve.text import TextStream
+from hcx.infer.sampling import SamplingParams
+from hcx.infer.text import TextStream
 
 FinishReason = Literal["stop", "length", "abort"]
 

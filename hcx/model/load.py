@@ -1,0 +1,146 @@
+"""The one model loader: a Hugging Face export or an hcx training checkpoint, with its tokenizer.
+
+Serving, evaluation, the pipeline's evaluation workers, the red-team app and every training
+stage that starts from a model (SFT, RM, PPO) load through :func:`load_model`, so a model
+arrives on the same device, in the same dtype and with the same RoPE base whoever asks:
+
+- a directory with ``config.json`` is a Hugging Face export (:func:`hcx.model.hf.import_hf`);
+- a directory with ``hcx_meta.json`` is one DCP training checkpoint (``step_NNNNNNN``): only
+  the model's weights are read (no optimizer), the config (RoPE base included) from the meta;
+- a training output directory (``checkpoints/latest``) means its latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from safetensors import SafetensorError
+from torch import Tensor
+
+from hcx.model.config import ModelConfig
+from hcx.model.transformer import Transformer
+
+if TYPE_CHECKING:
+    from hcx.tokenizer import HcxTokenizer
+
+META = "hcx_meta.json"
+LATEST = "latest"
+DTYPES = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+    "float64": torch.float64,
+}
+
+
+class ModelLoadError(RuntimeError):
+    """A path that is not a loadable model; the message names the path and what is missing."""
+
+
+@dataclass
+class LoadedModel:
+    model: Transformer
+    tokenizer_dir: Path
+    kind: str  # "hf" or "checkpoint"
+    extra: dict[str, Tensor] = field(default_factory=dict)  # weights that are not the decoder's
+
+    def tokenizer(self) -> HcxTokenizer:
+        from hcx.tokenizer import load
+
+        return load(self.tokenizer_dir)
+
+    def pair(self) -> tuple[Transformer, HcxTokenizer]:
+        return self.model, self.tokenizer()
+
+
+def resolve_device(
+    device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
+) -> tuple[torch.device, torch.dtype]:
+    """``auto``: the GPU when there is one, in bfloat16 there and float32 on the CPU."""
+    if isinstance(device, str) and device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    target = torch.device(device)
+    if isinstance(dtype, torch.dtype):
+        return target, dtype
+    if dtype == "auto":
+        return target, torch.bfloat16 if target.type == "cuda" else torch.float32
+    if dtype not in DTYPES:
+        raise ModelLoadError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)} or auto")
+    return target, DTYPES[dtype]
+
+
+def checkpoint_dir(path: Path) -> Path:
+    """A training output directory's latest checkpoint, or ``path`` itself."""
+    for pointer in (path / LATEST, path / "checkpoints" / LATEST):
+        if pointer.is_file():
+            return pointer.parent / pointer.read_text().strip()
+    return path
+
+
+def _load_checkpoint(path: Path) -> tuple[Transformer, Path]:
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    meta = json.loads((path / META).read_text())
+    if "tokenizer" not in meta:
+        raise ModelLoadError(f"{path / META}: no tokenizer recorded; this checkpoint cannot be loaded alone")
+    if not (path / ".metadata").is_file():
+        raise ModelLoadError(f"{path}: not a complete checkpoint (no .metadata)")
+    model = Transformer(ModelConfig.model_validate(meta["model"]))
+    prefix = meta.get("weights_prefix", "")
+    state = {"model": {prefix + k: v for k, v in model.state_dict().items()}}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
+    model.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()})
+    return model, Path(meta["tokenizer"])
+
+
+def load_model(
+    path: str | Path,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = torch.float32,
+    *,
+    tokenizer: str | Path | None = None,
+    trainable: bool = False,
+    keep_extra: bool = False,
+) -> LoadedModel:
+    """Load ``path`` (see the module docstring) onto ``device`` in ``dtype``.
+
+    ``tokenizer`` overrides the model's own tokenizer directory. Unless ``trainable``, the model
+    is in eval mode with gradients off. ``keep_extra`` keeps weights that are not the decoder's
+    (a reward model's ``score`` head) in :attr:`LoadedModel.extra` instead of refusing them.
+    """
+    from hcx.model.hf import import_hf
+
+    path = Path(path)
+    if not path.is_dir():
+        raise ModelLoadError(
+            f"model {path}: not a directory (give a Hugging Face export or an hcx checkpoint)"
+        )
+    device, dtype = resolve_device(device, dtype)
+    extra: dict[str, Tensor] = {}
+    resolved = checkpoint_dir(path)
+    try:
+        if (resolved / META).is_file():
+            model, tokenizer_dir, kind = *_load_checkpoint(resolved), "checkpoint"
+        elif (path / "config.json").is_file():
+            model, tokenizer_dir, kind = import_hf(path, extra=extra if keep_extra else None), path, "hf"
+        else:
+            raise ModelLoadError(
+                f"model {path}: neither config.json (Hugging Face) nor {META} (hcx checkpoint)"
+            )
+    except ModelLoadError:
+        raise
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+        raise ModelLoadError(f"model {path} cannot be loaded: {exc}") from exc
+    model = model.to(device=device, dtype=dtype)
+    model.init_rope()  # the rotary tables stay float32 whatever the weights' dtype
+    if not trainable:
+        model.eval().requires_grad_(False)
+    return LoadedModel(model, Path(tokenizer) if tokenizer else tokenizer_dir, kind, extra)
