@@ -406,7 +406,8 @@ class PpoTask(Task):
             + cfg.unlikelihood_weight * weighted["ul_loss"]
             - cfg.entropy_coef * weighted["entropy"]
         )
-        return MicroLoss(loss, int(chunk.mask.sum()))
+        padding = not any(shares.values())  # a zero-weight repeat that keeps sharded forwards in step
+        return MicroLoss(loss, 0 if padding else int(chunk.mask.sum()))
 
     def end_step(self, step: int) -> dict[str, Any] | None:
         """After an iteration's last minibatch: its record, the KL controller, validation, stopping."""

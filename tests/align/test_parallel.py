@@ -17,25 +17,13 @@ from hcx.align.ppo import PpoTrainer
 from hcx.align.sft import SftTrainer
 from hcx.model.hf import import_hf
 from tests.align.test_sft import sft_config
-from tests.train.test_distributed import _free_port
+from tests.train.test_distributed import _free_port, as_torchrun_rank
 
 
 def _rank_main(rank: int, world: int, port: int, config: dict, result_path: str) -> None:
-    import os
-
-    import torch
     import torch.distributed as dist
 
-    os.environ.update(
-        {
-            "RANK": str(rank),
-            "LOCAL_RANK": str(rank),
-            "WORLD_SIZE": str(world),
-            "MASTER_ADDR": "127.0.0.1",
-            "MASTER_PORT": str(port),
-        }
-    )
-    torch.set_num_threads(1)
+    as_torchrun_rank(rank, world, port)
     try:
         trainer = SftTrainer(SftConfig.model_validate(config))
         result = trainer.train()
@@ -70,9 +58,7 @@ def test_sft_shards_like_pretraining(
 
 
 def _ppo_rank_main(rank: int, world: int, port: int, config: dict, result_dir: str) -> None:
-    import os
 
-    import torch
     import torch.distributed as dist
     from torch.distributed.tensor import DTensor
 
@@ -80,15 +66,7 @@ def _ppo_rank_main(rank: int, world: int, port: int, config: dict, result_dir: s
     from hcx.align.config import PpoConfig
     from hcx.align.ppo import PpoTrainer
 
-    env = {
-        "RANK": rank,
-        "LOCAL_RANK": rank,
-        "WORLD_SIZE": world,
-        "MASTER_ADDR": "127.0.0.1",
-        "MASTER_PORT": port,
-    }
-    os.environ.update({k: str(v) for k, v in env.items()})
-    torch.set_num_threads(1)
+    as_torchrun_rank(rank, world, port)
     try:
         trainer = PpoTrainer(PpoConfig.model_validate(config))
         task = trainer.ppo

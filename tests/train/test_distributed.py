@@ -38,9 +38,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _rank_main(rank: int, world: int, port: int, config: dict, result_path: str, stage: str) -> None:
-    import torch.distributed as dist
-
+def as_torchrun_rank(rank: int, world: int, port: int) -> None:
+    """The environment torchrun gives rank ``rank`` (the trainer joins the group from it); one thread."""
     env = {
         "RANK": rank,
         "LOCAL_RANK": rank,
@@ -50,6 +49,12 @@ def _rank_main(rank: int, world: int, port: int, config: dict, result_path: str,
     }
     os.environ.update({k: str(v) for k, v in env.items()})
     torch.set_num_threads(1)
+
+
+def _rank_main(rank: int, world: int, port: int, config: dict, result_path: str, stage: str) -> None:
+    import torch.distributed as dist
+
+    as_torchrun_rank(rank, world, port)
     try:
         if stage == "sft":
             result = sft(SftConfig.model_validate(config))
