@@ -17,10 +17,16 @@ Overrides = Annotated[
 
 
 def _run(recipe: Path, name: str, overrides: list[str] | None) -> None:
+    from hcx.train.parallel import leave_process_group
+
     stage = STAGES[name]
-    result = stage.execute(stage.load(recipe, overrides))
-    summary = {"step": result.step, "tokens": result.tokens_seen, **result.metrics}
-    typer.echo(json.dumps(summary, indent=1, ensure_ascii=False))
+    try:
+        result = stage.execute(stage.load(recipe, overrides))
+    finally:
+        rank = leave_process_group()
+    if rank == 0:
+        summary = {"step": result.step, "tokens": result.tokens_seen, **result.metrics}
+        typer.echo(json.dumps(summary, indent=1, ensure_ascii=False))
 
 
 def sft(recipe: Recipe, overrides: Overrides = None) -> None:

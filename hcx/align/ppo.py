@@ -332,7 +332,11 @@ class PpoTask(Task):
         """
         lengths = [len(r.prompt_ids) + len(r.response_ids) for r in pending]
         groups = similar_length_groups(lengths, self.cfg.forward_tokens)
-        return [self.experience_from([pending[i] for i in group]) for group in groups]
+        forwards = most_across_ranks(len(groups), self.mesh)  # agreed before any collective forward
+        parts = [self.experience_from([pending[i] for i in group]) for group in groups]
+        for _ in range(forwards - len(groups)):
+            self.experience_from([pending[i] for i in groups[0]])  # keeps sharded forwards in step
+        return parts
 
     def collect(self, rollouts: Iterable[Rollout]) -> Experience:
         """This iteration's experience, scored in batches of ``experience_batch`` as rollouts arrive.
@@ -341,14 +345,7 @@ class PpoTask(Task):
         after all its rollouts arrived, in as many forwards as the rank that needs the most.
         """
         if self.mesh.dp > 1:
-            pending = list(rollouts)
-            lengths = [len(r.prompt_ids) + len(r.response_ids) for r in pending]
-            groups = similar_length_groups(lengths, self.cfg.forward_tokens)
-            forwards = most_across_ranks(len(groups), self.mesh)  # agreed before any collective forward
-            parts = [self.experience_from([pending[i] for i in group]) for group in groups]
-            for _ in range(forwards - len(groups)):
-                self.experience_from([pending[i] for i in groups[0]])  # keeps the collectives in step
-            return concat(parts)
+            return concat(self.score_arrivals(list(rollouts)))
         parts, pending = [], []
         for rollout in rollouts:
             pending.append(rollout)
@@ -395,7 +392,6 @@ class PpoTask(Task):
 
     def loss(self, module: nn.Module, micro: tuple[Experience, dict[str, float]], share: float) -> MicroLoss:
         chunk, shares = micro
-        chunk = chunk.to(self.trainer.device)
         weighted = {k: v * shares[k] for k, v in self.loss_terms(chunk).items()}
         for key, value in weighted.items():
             self.totals[key] += float(value.detach()) / self.steps_per_iteration

@@ -119,7 +119,6 @@ class ThreadRollouts:
         with torch.device("meta"):
             model = Transformer(model_cfg)
         self.copy = model.to_empty(device=device or "cpu").to(dtype=dtype).eval().requires_grad_(False)
-        self.copy.init_rope()
         self.engine = Engine(self.copy, tokenizer, engine_cfg)
         self.requests_for, self.per_batch = requests_for, per_batch
         self.max_lag = max_lag

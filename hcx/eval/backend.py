@@ -82,14 +82,14 @@ class HcxLM(TemplateLM):
         if pretrained is not None:
             from hcx.model.load import load_model
 
-            loaded = load_model(pretrained, "cpu", dtype)
+            loaded = load_model(pretrained, _device(device), dtype)
             model, tokenizer = loaded.model, tokenizer or loaded.tokenizer_dir
+        elif device is not None:
+            model = model.to(_device(device))
         if tokenizer is None:
             raise ValueError("an in-memory model needs tokenizer= (an HcxTokenizer or its directory)")
         self.tokenizer_hcx = tokenizer if isinstance(tokenizer, HcxTokenizer) else load(tokenizer)
         assert model is not None
-        if pretrained is not None or device is not None:
-            model = model.to(_device(device))
         self.model = model.eval()
         context = model.cfg.max_seq_len
         self._max_length = min(max_length or context - 1, context - 1)

@@ -45,7 +45,7 @@ def score_choices(
     """``(log p(continuation | context), greedy)`` for each continuation, the context run once."""
     device = model.rope_cos.device
     width = max(len(c) for c in continuations) - 1
-    cache = KVCache(model.cfg, 1, len(context) + width, device, model.rope_cos.dtype)
+    cache = KVCache(model.cfg, 1, len(context) + width, device, model.tok_embeddings.weight.dtype)
     prefix = torch.tensor([list(context)], device=device)
     hidden = model(prefix, attention=CachedCausal(cache, len(context)), hidden=True)[:, -1]
     first = model.output(hidden).float().log_softmax(dim=-1)[0]

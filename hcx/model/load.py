@@ -82,8 +82,17 @@ def checkpoint_dir(path: Path) -> Path:
     return path
 
 
-def _load_checkpoint(path: Path) -> tuple[Transformer, Path]:
+def run_dcp(fn, *args, **kwargs):
+    """Call a ``torch.distributed.checkpoint`` function; without a process group it runs
+    single-process, as intended (training checkpoints and this loader share it)."""
     import torch.distributed as dist
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        return fn(*args, no_dist=not dist.is_initialized(), **kwargs)
+
+
+def _load_checkpoint(path: Path) -> tuple[Transformer, Path]:
     import torch.distributed.checkpoint as dcp
 
     meta = json.loads((path / META).read_text())
@@ -94,9 +103,7 @@ def _load_checkpoint(path: Path) -> tuple[Transformer, Path]:
     model = Transformer(ModelConfig.model_validate(meta["model"]))
     prefix = meta.get("weights_prefix", "")
     state = {"model": {prefix + k: v for k, v in model.state_dict().items()}}
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
+    run_dcp(dcp.load, state, checkpoint_id=str(path))
     model.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()})
     return model, Path(meta["tokenizer"])
 
@@ -140,7 +147,6 @@ def load_model(
     except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
         raise ModelLoadError(f"model {path} cannot be loaded: {exc}") from exc
     model = model.to(device=device, dtype=dtype)
-    model.init_rope()  # the rotary tables stay float32 whatever the weights' dtype
     if not trainable:
         model.eval().requires_grad_(False)
     return LoadedModel(model, Path(tokenizer) if tokenizer else tokenizer_dir, kind, extra)

@@ -103,14 +103,22 @@ class Transformer(nn.Module):
         The config is the base's only home: checkpoints and exports write ``cfg.rope_base``.
         """
         self.cfg = self.cfg.model_copy(update={"rope_base": float(base)})
-        self.init_rope()
+        self._fill_rope_tables()
 
-    def init_rope(self) -> None:
-        """(Re)compute the rotary tables from the config on the buffers' device (after ``to_empty`` too)."""
+    def _fill_rope_tables(self) -> None:
+        """Compute the rotary tables from the config, in float32, on the buffers' device."""
+        if self.rope_cos.device.type == "meta":
+            return
         cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_base)
-        if self.rope_cos.device.type != "meta":
-            self.rope_cos = cos.to(self.rope_cos.device)
-            self.rope_sin = sin.to(self.rope_sin.device)
+        self.rope_cos = cos.to(self.rope_cos.device)
+        self.rope_sin = sin.to(self.rope_sin.device)
+
+    def _apply(self, fn, recurse: bool = True):
+        """After ``.to()``, ``to_empty()`` and the like, the rotary tables are recomputed: a bfloat16
+        model keeps float32 angles, and a model materialised from the meta device gets real ones."""
+        super()._apply(fn, recurse)
+        self._fill_rope_tables()
+        return self
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
@@ -130,7 +138,6 @@ class Transformer(nn.Module):
             generator = torch.Generator().manual_seed(_param_seed(seed, name))
             full = torch.randn(param.shape, generator=generator) * scale  # a DTensor's shape is global
             _copy_local(param, full)
-        self.init_rope()
 
     def forward(
         self,

@@ -125,9 +125,8 @@ def stage(
     The driver launches every stage this way (under torchrun when procs_per_node > 1); start
     it by hand on each node for stages the driver does not launch (nodes > 1).
     """
-    import torch.distributed as dist
-
     from hcx.pipeline.publish import run_stage, summary
+    from hcx.train.parallel import leave_process_group
 
     try:
         result = run_stage(recipe, name, overrides)
@@ -135,9 +134,7 @@ def stage(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     finally:
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        rank = leave_process_group()
     if rank == 0:
         typer.echo(json.dumps({"stage": name, "result": summary(result)}, indent=1, ensure_ascii=False))
 

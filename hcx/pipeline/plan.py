@@ -168,6 +168,14 @@ def check_mesh(stage: PlannedStage, plan: Plan, where: str) -> None:
         raise RecipeError(f"{where} (world {world} = procs_per_node × nodes): {exc}") from None
 
 
+def stage_config(recipe: str | Path, spec: StageSpec, overrides: list[str] | None) -> BaseModel:
+    """A pipeline stage's config: its section after ``hcx run --set`` overrides, then its own ``set``.
+
+    The planner validates this config and :func:`hcx.pipeline.publish.run_stage` runs it.
+    """
+    return STAGES[str(spec.kind)].load(recipe, [*(overrides or []), *spec.set], section=spec.section)
+
+
 def make_plan(
     recipe: str | Path,
     overrides: list[str] | None = None,
@@ -191,9 +199,10 @@ def make_plan(
     stages: dict[str, PlannedStage] = {}
     for name in order:
         spec = cfg.stages[name]
-        registered = STAGES[str(spec.kind)]
-        config = registered.load(recipe, [*(overrides or []), *spec.set], section=spec.section)
-        stages[name] = PlannedStage(name, spec, config, list(spec.needs), produced_paths(config, registered))
+        config = stage_config(recipe, spec, overrides)
+        stages[name] = PlannedStage(
+            name, spec, config, list(spec.needs), produced_paths(config, STAGES[str(spec.kind)])
+        )
     plan = Plan(recipe, cfg, stages, order, list(overrides or []))
 
     for name in order:

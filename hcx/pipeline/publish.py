@@ -95,7 +95,9 @@ def run_stage(recipe: str | Path, name: str, overrides: list[str] | None = None)
     stage = STAGES.get(str(spec.kind))
     if stage is None:
         raise RecipeError(f"{recipe}:pipeline.stages.{name}: unknown stage kind {spec.kind!r}")
-    config = stage.load(recipe, [*(overrides or []), *spec.set], section=spec.section)
+    from hcx.pipeline.plan import stage_config
+
+    config = stage_config(recipe, spec, overrides)
     if stage.trains:
         return stage.execute(config, on_checkpoint=publisher(cfg, name))
     return stage.execute(config)

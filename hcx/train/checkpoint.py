@@ -17,7 +17,6 @@ import json
 import os
 import shutil
 import time
-import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +26,7 @@ import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from hcx.model.load import LATEST, META
+from hcx.model.load import LATEST, META, run_dcp
 
 EVENTS = "events.jsonl"
 
@@ -59,14 +58,7 @@ def read_events(output_dir: str | Path) -> list[CheckpointSaved]:
     return [CheckpointSaved(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _dcp(fn, *args, **kwargs):
-    """Call a DCP function; without a process group it runs single-process, as intended here."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
-        return fn(*args, no_dist=not dist.is_initialized(), **kwargs)
-
-
-def _is_rank0() -> bool:
+def is_rank0() -> bool:
     return not dist.is_initialized() or dist.get_rank() == 0
 
 
@@ -109,16 +101,16 @@ class Checkpointer:
         self.wait()
         final = self.directory / Path(event.path).name
         tmp = final.with_name(final.name + ".tmp")
-        if _is_rank0():
+        if is_rank0():
             shutil.rmtree(tmp, ignore_errors=True)
             tmp.mkdir(parents=True)
         _barrier()
         state = {**self._state(model, optimizer), "train": train_state}
         if self.async_save:
-            future = _dcp(dcp.async_save, state, checkpoint_id=str(tmp))
+            future = run_dcp(dcp.async_save, state, checkpoint_id=str(tmp))
             self._pending = (future, tmp, final, event)
         else:
-            _dcp(dcp.save, state, checkpoint_id=str(tmp))
+            run_dcp(dcp.save, state, checkpoint_id=str(tmp))
             self._finalize(tmp, final, event)
 
     def wait(self) -> None:
@@ -131,7 +123,7 @@ class Checkpointer:
 
     def _finalize(self, tmp: Path, final: Path, event: CheckpointSaved) -> None:
         _barrier()
-        if _is_rank0():
+        if is_rank0():
             (tmp / META).write_text(json.dumps(self.meta, indent=1, sort_keys=True))
             if final.exists():
                 shutil.rmtree(final)
@@ -179,6 +171,6 @@ class Checkpointer:
             return None
         self.check_compatible(path)
         state = {**self._state(model, optimizer), "train": train_template}
-        _dcp(dcp.load, state, checkpoint_id=str(path))
+        run_dcp(dcp.load, state, checkpoint_id=str(path))
         set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])
         return state["train"]

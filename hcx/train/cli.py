@@ -18,10 +18,8 @@ def app(
     ] = None,
 ) -> None:
     """Pretrain the decoder (SPEC §4). Under torchrun every rank runs this same command."""
-    import torch.distributed as dist
-
     from hcx.train.checkpoint import CheckpointError
-    from hcx.train.parallel import MeshError
+    from hcx.train.parallel import MeshError, leave_process_group
     from hcx.train.shards import ShardError
 
     stage = STAGES["pretrain"]
@@ -31,9 +29,7 @@ def app(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
     finally:
-        rank = dist.get_rank() if dist.is_initialized() else 0
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        rank = leave_process_group()
     if result.losses and rank == 0:
         k = max(1, min(10, len(result.losses) // 2))
         head, tail = result.losses[:k], result.losses[-k:]

@@ -73,6 +73,19 @@ def init_distributed(device: str = "auto") -> torch.device:
     return torch.device(kind)
 
 
+def leave_process_group() -> int:
+    """Leave the torchrun process group, if this process joined one; return this rank (0 alone).
+
+    Every ``hcx`` command that runs a stage calls it when the stage ends, however it ends, and
+    prints its summary on rank 0 only.
+    """
+    if not dist.is_initialized():
+        return 0
+    rank = dist.get_rank()
+    dist.destroy_process_group()
+    return rank
+
+
 def resolve_dp(cfg: ParallelConfig, world: int) -> int:
     """The data-parallel degree of ``cfg`` on ``world`` ranks, or a MeshError saying why it does not fit."""
     dp = cfg.dp if cfg.dp != -1 else world // (cfg.tp * cfg.pp)

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from hcx.model.config import ModelConfig
 from hcx.model.transformer import Transformer, canonical_name
-from hcx.train.checkpoint import Checkpointer, CheckpointSaved
+from hcx.train.checkpoint import Checkpointer, CheckpointSaved, is_rank0
 from hcx.train.config import LoopConfig
 from hcx.train.metrics import MetricsLog, guess_peak_tflops
 from hcx.train.optim import build_optimizer, build_scheduler
@@ -49,10 +49,6 @@ from hcx.train.parallel import (
     parallelize,
     shard_for_forward,
 )
-
-
-def is_rank0() -> bool:
-    return not dist.is_initialized() or dist.get_rank() == 0
 
 
 @dataclass
@@ -199,9 +195,6 @@ class Trainer:
         """A network used for forwards only (a reference or reward model): on the device, in the
         compute dtype, sharded over the data-parallel ranks."""
         model = model.to(device=self.device, dtype=self.compute_dtype).eval().requires_grad_(False)
-        for module in model.modules():
-            if isinstance(module, Transformer):
-                module.init_rope()
         return shard_for_forward(model, self.mesh)
 
     # --- one step ----------------------------------------------------------------------------
@@ -251,6 +244,8 @@ class Trainer:
         """Zero, forward and backward every micro-batch, clip, step; (loss, grad norm, tokens)."""
         self.module.train()
         self.optimizer.zero_grad(set_to_none=True)
+        if hasattr(batch, "to"):  # tensor batches; others (preference groups) are laid out by their task
+            batch = batch.to(self.device)
         loss, tokens = self.forward_backward(batch)
         grad_norm = clip_grad_norm(list(self.module.parameters()), self.cfg.optim.grad_clip, self.mesh)
         self.optimizer.step()
@@ -359,8 +354,6 @@ class Trainer:
             batch = task.next_batch()
             if batch is None:
                 break
-            if hasattr(batch, "to"):
-                batch = batch.to(self.device)
             lr = self.scheduler.get_last_lr()[0]
             loss, grad_norm, tokens = self.train_step(batch)
             self.step += 1
