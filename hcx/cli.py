@@ -25,6 +25,7 @@ _COMMANDS: list[tuple[str, str, str]] = [
         "pipeline",
         "Evaluation workers, one pipeline stage, and state of a pipeline (SPEC §5.4).",
     ),
+    ("hcx.model.cli:app", "model", "Grow a model's embeddings for an extended tokenizer (SPEC §3)."),
     ("hcx.redteam.cli:app", "redteam", "Red-team safety data collection (SPEC §7)."),
     ("hcx.serve.cli:serve", "serve", "Serve a checkpoint: OpenAI-compatible API and web chat (SPEC §8)."),
 ]

@@ -97,10 +97,10 @@ _STAGES = (
     ),
     Stage(
         "tokenizer",
-        "Train and compare the morphology-aware byte-level BPE tokenizer (SPEC §2).",
+        "Train and compare the morphology-aware byte-level BPE tokenizer; extend a model's (SPEC §2).",
         cli="hcx.tokenizer.cli:app",
         config="hcx.tokenizer.config:TokenizerConfig",
-        run="hcx.tokenizer.train:train_from_config",
+        run="hcx.tokenizer.build:build_tokenizer",
         subcommand="train",
         inputs=("inputs",),
         outputs=("output_dir",),

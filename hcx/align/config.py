@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 from hcx.align.batching import Strategy
 from hcx.config import Section, expand_variables
 from hcx.records import Policy
+from hcx.tokenizer.config import ChatTokens
 from hcx.train.config import LoopConfig, OptimConfig
 
 
@@ -45,6 +46,9 @@ class SftConfig(LoopConfig):
     tokenizer: str | None = Field(
         default=None, description="tokenizer directory; default: the init directory"
     )
+    chat: ChatTokens | None = Field(
+        default=None, description="chat template and tokens of a Hugging Face tokenizer lacking them"
+    )
     output_dir: str = "runs/sft"
     export_hf: str | None = Field(
         default=None, description="where the final model goes; default OUTPUT_DIR/hf"
@@ -75,6 +79,9 @@ class RmConfig(LoopConfig):
 
     init: str = Field(default="runs/sft/hf", description="the post-SFT model directory")
     tokenizer: str | None = None
+    chat: ChatTokens | None = Field(
+        default=None, description="chat template and tokens of a Hugging Face tokenizer lacking them"
+    )
     output_dir: str = "runs/rm"
     export_dir: str | None = Field(default=None, description="final reward model; default OUTPUT_DIR/final")
     sources: list[DataSource] = Field(default_factory=_preference_sources)
@@ -131,6 +138,9 @@ class PpoConfig(LoopConfig):
 
     policy: str = Field(default="runs/sft/hf", description="the post-SFT model (policy and reference)")
     reward_model: str = Field(default="runs/rm/final", description="`hcx rm` export, with its statistics")
+    chat: ChatTokens | None = Field(
+        default=None, description="chat template and tokens of a Hugging Face tokenizer lacking them"
+    )
     reward: Literal["model", "hangul", "brevity"] = Field(
         default="model", description="the reward model, or a rule-based reward for experiments and tests"
     )

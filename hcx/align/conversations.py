@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hcx.records import Policy, ReadReport, Rejected, read_records
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
 
 IGNORE_INDEX = -100
 
@@ -66,7 +66,7 @@ def check_messages(messages: Any) -> list[dict[str, str]]:
 
 
 def tokenize_conversation(
-    tokenizer: HcxTokenizer, messages: list[dict[str, str]], language: str = ""
+    tokenizer: Tokenizer, messages: list[dict[str, str]], language: str = ""
 ) -> SftExample:
     rendered = tokenizer.encode_chat(messages)
     labels = [
@@ -78,7 +78,7 @@ def tokenize_conversation(
 
 def read_conversations(
     path: str | Path,
-    tokenizer: HcxTokenizer,
+    tokenizer: Tokenizer,
     max_len: int,
     policy: Policy = "skip",
     language: str = "",

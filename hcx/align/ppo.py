@@ -1,6 +1,7 @@
 """PPO with the four networks (SPEC §5.3): ``hcx ppo RECIPE``.
 
-- **policy** and frozen **reference**: the post-SFT model;
+- **policy** and frozen **reference**: the post-SFT model (with ``lora``: one model, the reference
+  being the policy with its adapters off);
 - **reward**: the reward model, normalised and clipped (or a rule-based reward);
 - **value**: initialised from the reward model, as the report does.
 
@@ -17,6 +18,7 @@ response; training stops early when KL, response length or validation reward dri
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -55,8 +57,10 @@ from hcx.model.hf import export_hf
 from hcx.model.load import load_model
 from hcx.model.transformer import canonical_name
 from hcx.records import ReadReport, Rejected, hold_out, read_records
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
+from hcx.tokenizer.hf_tokenizer import keep_chat_tokens
 from hcx.train.checkpoint import CheckpointSaved
+from hcx.train.lora import adapters_off, add_adapters, merged_weights
 from hcx.train.parallel import Mesh
 from hcx.train.trainer import MicroLoss, Task, Trainer, TrainResult
 
@@ -89,7 +93,7 @@ def mean_across_ranks(record: dict[str, Any], mesh: Mesh) -> dict[str, Any]:
 
 
 def read_prompts(
-    cfg: PpoConfig, tokenizer: HcxTokenizer, report: ReadReport
+    cfg: PpoConfig, tokenizer: Tokenizer, report: ReadReport
 ) -> tuple[list[list[int]], list[list[int]]]:
     """Chat prompts (every turn but the last assistant answer) as ids, split into train and held-out."""
 
@@ -128,6 +132,7 @@ class PpoTask(Task):
     """
 
     name = "ppo"
+    adapters = True
 
     def __init__(self, cfg: PpoConfig):
         self.cfg = cfg
@@ -154,7 +159,7 @@ class PpoTask(Task):
                 "ppo.rollouts: ray runs with one learner process; under torchrun use the thread"
             )
         loaded = load_model(cfg.policy, trainable=True)
-        self.tokenizer = loaded.tokenizer()
+        self.tokenizer = loaded.tokenizer(cfg.chat)
         policy = loaded.model
         self.model_cfg = policy.cfg
         if cfg.max_prompt_len + cfg.max_new_tokens > policy.cfg.max_seq_len:
@@ -162,14 +167,17 @@ class PpoTask(Task):
                 f"ppo.max_prompt_len ({cfg.max_prompt_len}) + ppo.max_new_tokens ({cfg.max_new_tokens}) exceed "
                 f"the policy's context of {policy.cfg.max_seq_len} tokens"
             )
-        self.reference = trainer.frozen(load_model(cfg.policy).model)
         self.reward_fn, value = self._reward_and_value(policy)
         self.read_report = ReadReport()
         self.train_prompts, self.held_out = read_prompts(cfg, self.tokenizer, self.read_report)
         self.iterations = cfg.steps or 100
         self.minibatches = math.ceil(cfg.rollouts_per_iteration / cfg.minibatch_size)
-        self.policy = trainer.shard(policy)
+        # With LoRA the value network gets adapters too, its head trains whole (as the reward model's did).
+        self.policy = trainer.shard(add_adapters(policy, cfg.lora, cfg.seed))
+        value = add_adapters(value, cfg.lora, cfg.seed + 1, trainable=("head",))
         self.value = shard_reward_model(value, trainer)
+        # The frozen reference: with LoRA the policy itself with its adapters off, not a second copy.
+        self.reference = self.policy if cfg.lora else trainer.frozen(load_model(cfg.policy).model)
         cache_tokens = (cfg.max_prompt_len + cfg.max_new_tokens) * min(cfg.rollouts_per_iteration, 64)
         self.engine_cfg = EngineConfig(
             num_blocks=max(64, cache_tokens // 16 + 1), max_running=64, seed=cfg.seed
@@ -241,7 +249,7 @@ class PpoTask(Task):
             from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
             state = get_model_state_dict(self.policy, options=StateDictOptions(full_state_dict=True))
-        return {canonical_name(k): v for k, v in state.items()}
+        return merged_weights({canonical_name(k): v for k, v in state.items()}, self.cfg.lora)
 
     def rollouts(self) -> RolloutSource:
         """The rollout backend (``ppo.rollouts``), made once and kept across ``train`` calls."""
@@ -308,7 +316,8 @@ class PpoTask(Task):
 
     def experience_from(self, rollouts: list[Rollout]) -> Experience:
         cfg = self.cfg
-        with self.trainer.autocast():
+        reference = adapters_off(self.policy) if cfg.lora else contextlib.nullcontext()
+        with self.trainer.autocast(), reference:
             return make_experience(
                 rollouts,
                 self.reference,
@@ -569,7 +578,9 @@ class PpoTrainer(Trainer):
         model = self.full_model(self.ppo.model_cfg, prefix="policy.")
         if model is None:
             return None
-        return export_hf(model, Path(self.cfg.export_hf or self.out / "hf"), self.cfg.policy)
+        out = export_hf(model, Path(self.cfg.export_hf or self.out / "hf"), self.cfg.policy)
+        keep_chat_tokens(self.ppo.tokenizer, out)
+        return out
 
 
 def ppo(cfg: PpoConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None) -> TrainResult:

@@ -22,7 +22,7 @@ from typing import Any
 from hcx.align.conversations import check_messages
 from hcx.align.losses import ranking_pairs
 from hcx.records import Policy, ReadReport, Rejected, read_records
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def responses_and_scores(row: Mapping[str, Any]) -> tuple[list[str], list[float]
 
 
 def tokenize_group(
-    tokenizer: HcxTokenizer, row: Mapping[str, Any], max_len: int, language: str = ""
+    tokenizer: Tokenizer, row: Mapping[str, Any], max_len: int, language: str = ""
 ) -> PreferenceGroup:
     prompt = prompt_messages(row.get("prompt"))
     responses, scores = responses_and_scores(row)
@@ -77,7 +77,7 @@ def tokenize_group(
 
 def read_preferences(
     path: str | Path,
-    tokenizer: HcxTokenizer,
+    tokenizer: Tokenizer,
     max_len: int,
     policy: Policy = "skip",
     language: str = "",

@@ -2,7 +2,7 @@
 
 The head reads the hidden state of each sequence's last token (the response's
 ``<|endofturn|>``) and outputs one scalar. It has no bias, as Hugging Face's
-``LlamaForSequenceClassification`` ``score`` layer, so the model exports to that class.
+``*ForSequenceClassification`` ``score`` layer (Llama, Mistral or Qwen2), so the model exports to that class.
 After training, the mean and standard deviation of the rewards over the training responses
 are stored; PPO normalises rewards with them and clips the result (:class:`RewardStats`).
 """
@@ -100,7 +100,7 @@ def export_reward_model(
     tokenizer_dir: str | Path,
     stats: RewardStats,
 ) -> Path:
-    """Write the reward model as a Hugging Face ``LlamaForSequenceClassification`` directory.
+    """Write the reward model as a Hugging Face ``<Family>ForSequenceClassification`` directory.
 
     ``state`` is the full (gathered) state dict of a :class:`RewardModel`. The directory also
     holds the tokenizer and ``reward_stats.json``; ``transformers`` scores the last non-padding
@@ -117,8 +117,9 @@ def export_reward_model(
     save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
     config_path = out / "config.json"
     config = json.loads(config_path.read_text())
+    family = config["architectures"][0].removesuffix("ForCausalLM")  # Llama, Mistral or Qwen2
     config.update(
-        architectures=["LlamaForSequenceClassification"], id2label={"0": "reward"}, label2id={"reward": 0}
+        architectures=[f"{family}ForSequenceClassification"], id2label={"0": "reward"}, label2id={"reward": 0}
     )
     config_path.write_text(json.dumps(config, indent=2))
     stats.save(out)

@@ -26,7 +26,9 @@ from hcx.align.reward_model import RewardModel, RewardStats, export_reward_model
 from hcx.model.load import load_model
 from hcx.model.transformer import canonical_name
 from hcx.records import ReadReport, hold_out
+from hcx.tokenizer.hf_tokenizer import keep_chat_tokens
 from hcx.train.checkpoint import CheckpointSaved
+from hcx.train.lora import add_adapters
 from hcx.train.trainer import MicroLoss, Task, Trainer, TrainResult, is_rank0
 
 
@@ -49,6 +51,7 @@ class RmTask(Task):
     """Bradley-Terry loss over every comparison of a step's prompts, on the SFT model plus a head."""
 
     name = "rm"
+    adapters = True
 
     def __init__(self, cfg: RmConfig):
         self.cfg = cfg
@@ -58,7 +61,7 @@ class RmTask(Task):
         cfg = self.cfg
         self.trainer, self.mesh = trainer, trainer.mesh
         loaded = load_model(cfg.init, tokenizer=cfg.tokenizer, trainable=True)
-        self.tokenizer_dir, self.tokenizer = loaded.tokenizer_dir, loaded.tokenizer()
+        self.tokenizer_dir, self.tokenizer = loaded.tokenizer_dir, loaded.tokenizer(cfg.chat)
         backbone = loaded.model
         self.model_cfg = backbone.cfg
         max_len = cfg.max_len or backbone.cfg.max_seq_len
@@ -82,7 +85,9 @@ class RmTask(Task):
         if not self.train_groups:
             raise ValueError("rm: no training pairs left after the held-out split; check rm.sources")
         self.steps_per_epoch = math.ceil(len(self.train_groups) / (cfg.prompts_per_step * self.mesh.dp))
-        return shard_reward_model(RewardModel(backbone, seed=cfg.seed), trainer)
+        # With LoRA the new head trains whole: it starts random, there is no base to adapt.
+        model = add_adapters(RewardModel(backbone, seed=cfg.seed), cfg.lora, cfg.seed, trainable=("head",))
+        return shard_reward_model(model, trainer)
 
     def total_steps(self) -> int:
         return self.cfg.steps or self.cfg.epochs * self.steps_per_epoch
@@ -165,7 +170,9 @@ class RmTrainer(Trainer):
             return None
         out = Path(self.cfg.export_dir or self.out / "final")
         state = {canonical_name(k): v for k, v in state.items()}
-        return export_reward_model(state, self.task.model_cfg, out, self.task.tokenizer_dir, stats)
+        out = export_reward_model(state, self.task.model_cfg, out, self.task.tokenizer_dir, stats)
+        keep_chat_tokens(self.task.tokenizer, out)
+        return out
 
 
 def train_reward_model(

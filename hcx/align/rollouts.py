@@ -30,7 +30,7 @@ from hcx.infer.config import EngineConfig
 from hcx.infer.engine import Engine
 from hcx.infer.sampling import SamplingParams
 from hcx.model import ModelConfig, Transformer
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
 
 RolloutRequest = tuple[list[int], SamplingParams]
 """A prompt's token ids and how to sample it (its per-request seed included)."""
@@ -104,7 +104,7 @@ class ThreadRollouts:
         self,
         model_cfg: ModelConfig,
         weights: Callable[[], dict[str, torch.Tensor]],
-        tokenizer: HcxTokenizer,
+        tokenizer: Tokenizer,
         engine_cfg: EngineConfig,
         requests_for: Callable[[int], list[RolloutRequest]],
         per_batch: int,

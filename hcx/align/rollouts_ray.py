@@ -28,7 +28,7 @@ from hcx.infer.config import EngineConfig
 from hcx.infer.engine import Engine
 from hcx.model.config import ModelConfig
 from hcx.model.transformer import Transformer
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
 
 
 class RolloutActor:
@@ -41,7 +41,7 @@ class RolloutActor:
     def __init__(
         self,
         model_cfg: ModelConfig,
-        tokenizer: HcxTokenizer,
+        tokenizer: Tokenizer,
         engine_cfg: EngineConfig,
         worker: int,
         threads: int,
@@ -97,7 +97,7 @@ class RayRollouts:
         workers: int,
         model_cfg: ModelConfig,
         weights: Callable[[], dict[str, torch.Tensor]],
-        tokenizer: HcxTokenizer,
+        tokenizer: Tokenizer,
         engine_cfg: EngineConfig,
         requests_for: Callable[[int], list[RolloutRequest]],
         max_lag: int,

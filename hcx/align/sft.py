@@ -26,9 +26,11 @@ from hcx.align.conversations import IGNORE_INDEX, SftExample, read_conversations
 from hcx.model.hf import export_hf
 from hcx.model.load import load_model
 from hcx.records import ReadReport, hold_out
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
+from hcx.tokenizer.hf_tokenizer import keep_chat_tokens
 from hcx.train.checkpoint import CheckpointSaved
 from hcx.train.loader import Batch
+from hcx.train.lora import add_adapters
 from hcx.train.pretrain import chunk_batch, lm_loss
 from hcx.train.trainer import MicroLoss, Task, Trainer, TrainResult, is_rank0
 
@@ -53,7 +55,7 @@ def mix_by_ratio(korean: list, other: list, korean_ratio: float, max_samples: in
 
 
 def load_sft_data(
-    cfg: SftConfig, tokenizer: HcxTokenizer, max_len: int
+    cfg: SftConfig, tokenizer: Tokenizer, max_len: int
 ) -> tuple[list[SftExample], dict[str, list[SftExample]], ReadReport]:
     """Training mix and held-out samples per language (held out before mixing, never trained on)."""
     report = ReadReport()
@@ -87,6 +89,7 @@ class SftTask(Task):
     """Assistant-token loss over grouped or packed conversation batches, from a pretrained model."""
 
     name = "sft"
+    adapters = True
 
     def __init__(self, cfg: SftConfig):
         self.cfg = cfg
@@ -98,7 +101,7 @@ class SftTask(Task):
         self.trainer, self.mesh = trainer, trainer.mesh
         loaded = load_model(cfg.init, tokenizer=cfg.tokenizer, trainable=True)
         self.tokenizer_dir = loaded.tokenizer_dir
-        self.tokenizer = loaded.tokenizer()
+        self.tokenizer = loaded.tokenizer(cfg.chat)
         model = loaded.model
         if self.tokenizer.vocab_size > model.cfg.vocab_size:
             raise ValueError(
@@ -120,7 +123,7 @@ class SftTask(Task):
                 f"sft: a packed batch has {rows} rows (max_tokens // seq_len), which parallel.pp_microbatches="
                 f"{cfg.parallel.pp_microbatches} does not divide"
             )
-        return trainer.shard(model)
+        return trainer.shard(add_adapters(model, cfg.lora, cfg.seed))
 
     def total_steps(self) -> int:
         per_epoch = math.ceil(len(self._epoch_batches(0)) / self.mesh.dp)
@@ -218,8 +221,9 @@ class SftTrainer(Trainer):
         model = self.full_model(self.task.model_cfg)
         if model is None:
             return None
-        out = Path(self.cfg.export_hf or self.out / "hf")
-        return export_hf(model, out, self.task.tokenizer_dir)
+        out = export_hf(model, Path(self.cfg.export_hf or self.out / "hf"), self.task.tokenizer_dir)
+        keep_chat_tokens(self.task.tokenizer, out)
+        return out
 
 
 def sft(cfg: SftConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None = None) -> TrainResult:

@@ -17,14 +17,14 @@ from hcx.eval.runner import checkpoint_fingerprint, run_suite, weights_fingerpri
 from hcx.eval.suites import load_suite
 from hcx.model.load import ModelLoadError
 from hcx.model.transformer import Transformer
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
 
 
 def evaluate(
     model: str | Path | Transformer,
     *,
     suite: str = "quick",
-    tokenizer: HcxTokenizer | str | Path | None = None,
+    tokenizer: Tokenizer | str | Path | None = None,
     data_dir: str | Path | None = None,
     limit: int | None = None,
     output_dir: str | Path | None = None,

@@ -37,7 +37,7 @@ from hcx.infer.config import EngineConfig
 from hcx.infer.engine import Engine
 from hcx.infer.sampling import SamplingParams
 from hcx.model.transformer import Transformer
-from hcx.tokenizer import HcxTokenizer, load
+from hcx.tokenizer import Tokenizer, load
 
 Pair = tuple[tuple[str, str], list[int], list[int]]
 log = logging.getLogger(__name__)
@@ -54,10 +54,10 @@ def _device(requested: str | None) -> torch.device:
 
 @register_model("hcx")
 class HcxLM(TemplateLM):
-    """An hcx :class:`Transformer` + :class:`HcxTokenizer` behind lm-eval's model interface.
+    """An hcx :class:`Transformer` + its :class:`Tokenizer` (hcx's or its own) behind lm-eval's model interface.
 
     ``lm_eval --model hcx --model_args pretrained=DIR`` loads an HF-format export; in Python
-    pass ``model=`` and ``tokenizer=`` (an :class:`HcxTokenizer` or its directory) instead.
+    pass ``model=`` and ``tokenizer=`` (a :class:`Tokenizer` or its directory) instead.
     The engine batches by ``score_batch_tokens`` padded tokens; ``batch_size`` is only how
     many requests (at least 64) are handed to it at once, so lm-eval's CLI default of 1 does
     not serialise the work.
@@ -67,7 +67,7 @@ class HcxLM(TemplateLM):
         self,
         pretrained: str | None = None,
         model: Transformer | None = None,
-        tokenizer: HcxTokenizer | str | Path | None = None,
+        tokenizer: Tokenizer | str | Path | None = None,
         batch_size: int | str = 64,
         max_length: int | None = None,
         max_gen_toks: int = 256,
@@ -87,8 +87,8 @@ class HcxLM(TemplateLM):
         elif device is not None:
             model = model.to(_device(device))
         if tokenizer is None:
-            raise ValueError("an in-memory model needs tokenizer= (an HcxTokenizer or its directory)")
-        self.tokenizer_hcx = tokenizer if isinstance(tokenizer, HcxTokenizer) else load(tokenizer)
+            raise ValueError("an in-memory model needs tokenizer= (a Tokenizer or its directory)")
+        self.tokenizer_hcx = load(tokenizer) if isinstance(tokenizer, str | Path) else tokenizer
         assert model is not None
         self.model = model.eval()
         context = model.cfg.max_seq_len
@@ -110,6 +110,11 @@ class HcxLM(TemplateLM):
         return self.tokenizer_hcx.eot_id
 
     @property
+    def prefix_token_id(self) -> int:
+        """What an empty context starts from: the document start (BOS), as lm-eval's hf backend uses."""
+        return self.tokenizer_hcx.bos_id
+
+    @property
     def max_length(self) -> int:
         return self._max_length
 
@@ -118,7 +123,14 @@ class HcxLM(TemplateLM):
         return self._max_gen_toks
 
     def tok_encode(self, string: str, add_special_tokens: bool | None = None, **kwargs: Any) -> list[int]:
-        return self.tokenizer_hcx.encode(string)
+        """As lm-eval's hf backend encodes: with the BOS first where the model's own tokenizer puts one
+        (Llama, Mistral; hcx's puts none), unless asked not to or the text already starts with it."""
+        tokenizer = self.tokenizer_hcx
+        ids = tokenizer.encode(string)
+        bos = tokenizer.decode([tokenizer.bos_id])
+        if tokenizer.adds_bos and add_special_tokens is not False and not string.startswith(bos):
+            return [tokenizer.bos_id, *ids]
+        return ids
 
     def tok_decode(self, tokens: Sequence[int]) -> str:
         return self.tokenizer_hcx.decode(tokens)

@@ -29,7 +29,7 @@ from hcx.eval.judge import Judge, JudgeConfig
 from hcx.eval.mt_bench import Question, judge_prompt, load_judge_prompts
 from hcx.eval.rouge import rouge_l
 from hcx.records import Rejected, hold_out, read_records
-from hcx.tokenizer import HcxTokenizer, load
+from hcx.tokenizer import Tokenizer, load
 
 DEFAULT_RATIOS = [1.0, 0.995, 0.5, 0.005, 0.0]
 
@@ -61,7 +61,7 @@ def ratio_label(korean: float) -> str:
     return f"{korean:g}:{1 - korean:.6g}"
 
 
-def held_out_prompts(cfg: SftConfig, tokenizer: HcxTokenizer, max_len: int) -> dict[str, list[list[dict]]]:
+def held_out_prompts(cfg: SftConfig, tokenizer: Tokenizer, max_len: int) -> dict[str, list[list[dict]]]:
     """The conversations ``hcx sft`` held out per language, reproduced exactly.
 
     Same files, same tokenization filter, same seeded :func:`hcx.records.hold_out`, so these

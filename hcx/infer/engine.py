@@ -31,7 +31,7 @@ from hcx.infer.scoring import ContinuationScore, score_continuations
 from hcx.infer.step import SequenceChunk, pack_step, paged_forward
 from hcx.infer.text import TextStream
 from hcx.model.transformer import Transformer
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
 
 Prompt = str | Sequence[int]
 
@@ -45,7 +45,7 @@ class Engine:
     """
 
     def __init__(
-        self, model: Transformer, tokenizer: HcxTokenizer | None = None, config: EngineConfig | None = None
+        self, model: Transformer, tokenizer: Tokenizer | None = None, config: EngineConfig | None = None
     ):
         if model.tok_embeddings is None or model.output is None:
             raise ValueError("the engine needs a whole model, not a pipeline stage")

@@ -6,7 +6,7 @@ import gzip
 import json
 from pathlib import Path
 
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
 
 
 def read_user_turns(path: str | Path, limit: int, every: int = 1) -> list[str]:
@@ -29,7 +29,7 @@ def read_user_turns(path: str | Path, limit: int, every: int = 1) -> list[str]:
     return turns
 
 
-def chat_prompt_ids(tokenizer: HcxTokenizer, user_turns: list[str]) -> list[list[int]]:
+def chat_prompt_ids(tokenizer: Tokenizer, user_turns: list[str]) -> list[list[int]]:
     """Each turn as a one-turn chat ending in the assistant header, ready to generate the answer."""
     return [
         tokenizer.encode_chat(

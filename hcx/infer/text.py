@@ -1,8 +1,11 @@
 """Incremental detokenization of generated tokens, with stop strings.
 
-Byte-level BPE tokens can end inside a UTF-8 character (a Hangul syllable is 3 bytes and
-often spans two tokens), so bytes go through an incremental UTF-8 decoder that holds back
-an incomplete character until its last byte arrives.
+Text grows by decoding a short window of the latest ids and keeping what the newest ones add
+(as vLLM and TGI do), which holds for any tokenizer: byte-level BPE tokens that end inside a
+UTF-8 character (a Hangul syllable is 3 bytes and often spans two tokens) decode to U+FFFD
+until the character's last byte arrives, so the window waits for it; a Metaspace token's
+leading space (``▁word``), which a decoder drops at the start of a decode, keeps its space
+because the window starts one token earlier. The text equals decoding all ids at once.
 
 Stop strings spanning token boundaries: after each token the decoded text is searched from
 ``len(stop) - 1`` characters before the new piece, so a stop string assembled from several
@@ -15,28 +18,30 @@ sent that a later stop would have cut.
 
 from __future__ import annotations
 
-import codecs
 from collections.abc import Sequence
 
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
 
 
 class TextStream:
-    def __init__(self, tokenizer: HcxTokenizer, stop: Sequence[str] = ()):
+    def __init__(self, tokenizer: Tokenizer, stop: Sequence[str] = ()):
         if any(not s for s in stop):
             raise ValueError("stop strings must not be empty")
         self.tokenizer = tokenizer
         self.stop = list(stop)
         self.text = ""
         self.stopped_by: str | None = None
-        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        self._ids: list[int] = []
+        self._window = 0
+        self._read = 0
         self._released = 0
         self._longest_stop = max((len(s) for s in self.stop), default=0)
 
     def push(self, token_id: int) -> bool:
         """Add one generated token; True when it completes a stop string (text is cut there)."""
         searched_from = max(0, len(self.text) - self._longest_stop + 1)
-        self.text += self._decoder.decode(self.tokenizer.decode_bytes([token_id]))
+        self._ids.append(token_id)
+        self.text += self._new_text()
         hits = [(self.text.find(s, searched_from), s) for s in self.stop]
         hits = [(at, s) for at, s in hits if at >= 0]
         if not hits:
@@ -48,7 +53,19 @@ class TextStream:
     def finish(self) -> None:
         """No more tokens: an incomplete trailing character becomes U+FFFD."""
         if self.stopped_by is None:
-            self.text += self._decoder.decode(b"", final=True)
+            self.text += self._new_text(final=True)
+
+    def _new_text(self, final: bool = False) -> str:
+        """What the ids not yet in :attr:`text` add: decoded after the window's context ids, and held
+        back while they end inside a character."""
+        window = self.tokenizer.decode(self._ids[self._window :])
+        if not final and window.endswith("\ufffd"):
+            return ""
+        context = self.tokenizer.decode(self._ids[self._window : self._read])
+        if len(window) <= len(context) and not final:
+            return ""
+        self._window, self._read = self._read, len(self._ids)
+        return window[len(context) :]
 
     def _undecided_tail(self) -> int:
         for size in range(min(self._longest_stop - 1, len(self.text)), 0, -1):

@@ -9,7 +9,7 @@ is a GPT-2-small-sized model for a single GPU.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -31,6 +31,27 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+class RopeScaling(Section):
+    """Llama 3.1's rotary frequency scaling ("llama3"): long wavelengths are stretched by ``factor``,
+    short ones kept, and the band between the two wavelength limits interpolated."""
+
+    rope_type: Literal["llama3"] = "llama3"
+    factor: float = Field(gt=0)
+    low_freq_factor: float = Field(gt=0)
+    high_freq_factor: float = Field(gt=0)
+    original_max_position_embeddings: int = Field(
+        gt=0, description="the context the base model was trained at"
+    )
+
+    @model_validator(mode="after")
+    def _check_band(self) -> RopeScaling:
+        if self.high_freq_factor <= self.low_freq_factor:
+            raise ValueError(
+                f"high_freq_factor {self.high_freq_factor} must exceed low_freq_factor {self.low_freq_factor}"
+            )
+        return self
+
+
 class ModelConfig(Section):
     """Shape of the decoder. ``preset`` fills every field the recipe does not set itself."""
 
@@ -48,6 +69,18 @@ class ModelConfig(Section):
     norm_eps: float = 1e-5
     tie_embeddings: bool = False
     init_std: float = 0.02
+    head_dim_override: int | None = Field(
+        default=None,
+        gt=0,
+        description="per-head width when it is not dim // n_heads (some Hugging Face models)",
+    )
+    qkv_bias: bool = Field(
+        default=False, description="biases on the query, key and value projections (Qwen2)"
+    )
+    rope_scaling: RopeScaling | None = None
+    family: Literal["llama", "mistral", "qwen2"] = Field(
+        default="llama", description="the Hugging Face architecture the model exports as"
+    )
 
     @model_validator(mode="before")
     @classmethod
@@ -61,17 +94,25 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _check_shapes(self) -> ModelConfig:
-        if self.dim % self.n_heads:
-            raise ValueError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        if self.head_dim_override is None and self.dim % self.n_heads:
+            raise ValueError(
+                f"dim {self.dim} is not divisible by n_heads {self.n_heads} (or set head_dim_override)"
+            )
         if self.n_heads % self.n_kv_heads:
             raise ValueError(f"n_heads {self.n_heads} is not a multiple of n_kv_heads {self.n_kv_heads}")
-        if (self.dim // self.n_heads) % 2:
-            raise ValueError("head dimension must be even for rotary embeddings")
+        if self.head_dim % 2:
+            raise ValueError(f"head dimension {self.head_dim} must be even for rotary embeddings")
+        if self.family == "qwen2" and not self.qkv_bias:
+            raise ValueError("family 'qwen2' has query/key/value biases: set qkv_bias: true")
+        if self.family == "mistral" and self.qkv_bias:
+            raise ValueError(
+                "family 'mistral' has no attention biases: set qkv_bias: false or another family"
+            )
         return self
 
     @property
     def head_dim(self) -> int:
-        return self.dim // self.n_heads
+        return self.head_dim_override or self.dim // self.n_heads
 
     def num_params(self, embeddings: bool = True) -> int:
         """Exact parameter count of :class:`hcx.model.transformer.Transformer` with this config."""
@@ -79,6 +120,8 @@ class ModelConfig(Section):
             raise ValueError("vocab_size is not set yet (it comes from the tokenizer)")
         hd = self.head_dim
         attention = self.dim * hd * (2 * self.n_heads + 2 * self.n_kv_heads)
+        if self.qkv_bias:
+            attention += hd * (self.n_heads + 2 * self.n_kv_heads)
         block = attention + 3 * self.dim * self.ffn_dim + 2 * self.dim
         embedding = self.vocab_size * self.dim
         output = 0 if self.tie_embeddings else self.vocab_size * self.dim
@@ -91,6 +134,8 @@ class ModelConfig(Section):
         """Training FLOPs per token: 6 per matmul weight plus attention scores (PaLM appendix B).
 
         The embedding lookup is not a matmul, the output projection is; the attention term
-        ``12·L·d·T`` counts the full T×T score and value products, as PaLM and nanochat do.
+        ``12·L·d·T`` counts the full T×T score and value products, as PaLM and nanochat do
+        (``d`` the query width ``n_heads·head_dim``, the model dim unless ``head_dim_override``).
         """
-        return 6 * self.num_params(embeddings=False) + 12 * self.n_layers * self.dim * seq_len
+        query_width = self.n_heads * self.head_dim
+        return 6 * self.num_params(embeddings=False) + 12 * self.n_layers * query_width * seq_len

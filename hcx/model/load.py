@@ -4,9 +4,12 @@ Serving, evaluation, the pipeline's evaluation workers, the red-team app and eve
 stage that starts from a model (SFT, RM, PPO) load through :func:`load_model`, so a model
 arrives on the same device, in the same dtype and with the same RoPE base whoever asks:
 
-- a directory with ``config.json`` is a Hugging Face export (:func:`hcx.model.hf.import_hf`);
+- a directory with ``config.json`` is a Hugging Face export (:func:`hcx.model.hf.import_hf`): ours,
+  or a published Llama, Mistral or Qwen2; a hub id ("org/name") that is not a local directory is
+  downloaded first;
 - a directory with ``hcx_meta.json`` is one DCP training checkpoint (``step_NNNNNNN``): only
-  the model's weights are read (no optimizer), the config (RoPE base included) from the meta;
+  the model's weights are read (no optimizer), the config (RoPE base included) from the meta,
+  LoRA adapters merged into their weights (:mod:`hcx.model.lora`);
 - a training output directory (``checkpoints/latest``) means its latest checkpoint.
 """
 
@@ -23,10 +26,11 @@ from safetensors import SafetensorError
 from torch import Tensor
 
 from hcx.model.config import ModelConfig
+from hcx.model.lora import merge_lora
 from hcx.model.transformer import Transformer
 
 if TYPE_CHECKING:
-    from hcx.tokenizer import HcxTokenizer
+    from hcx.tokenizer import ChatTokens, Tokenizer
 
 META = "hcx_meta.json"
 LATEST = "latest"
@@ -49,12 +53,12 @@ class LoadedModel:
     kind: str  # "hf" or "checkpoint"
     extra: dict[str, Tensor] = field(default_factory=dict)  # weights that are not the decoder's
 
-    def tokenizer(self) -> HcxTokenizer:
+    def tokenizer(self, chat: ChatTokens | None = None) -> Tokenizer:
         from hcx.tokenizer import load
 
-        return load(self.tokenizer_dir)
+        return load(self.tokenizer_dir, chat)
 
-    def pair(self) -> tuple[Transformer, HcxTokenizer]:
+    def pair(self) -> tuple[Transformer, Tokenizer]:
         return self.model, self.tokenizer()
 
 
@@ -103,9 +107,27 @@ def _load_checkpoint(path: Path) -> tuple[Transformer, Path]:
     model = Transformer(ModelConfig.model_validate(meta["model"]))
     prefix = meta.get("weights_prefix", "")
     state = {"model": {prefix + k: v for k, v in model.state_dict().items()}}
+    if "lora" in meta:  # adapted layers are stored under PEFT's names: read them as saved, then merge
+        state = {"model": _stored_weights(path, prefix)}
     run_dcp(dcp.load, state, checkpoint_id=str(path))
-    model.load_state_dict({k.removeprefix(prefix): v for k, v in state["model"].items()})
+    weights = {k.removeprefix(prefix): v for k, v in state["model"].items()}
+    if "lora" in meta:
+        weights = merge_lora(weights, meta["lora"]["scaling"])
+    model.load_state_dict(weights)
     return model, Path(meta["tokenizer"])
+
+
+def _stored_weights(path: Path, prefix: str) -> dict[str, Tensor]:
+    """Empty tensors for every model weight a checkpoint stores under ``prefix``, named and shaped as saved."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    stored = dcp.FileSystemReader(str(path)).read_metadata().state_dict_metadata
+    return {
+        key.removeprefix("model."): torch.empty(item.size, dtype=item.properties.dtype)
+        for key, item in stored.items()
+        if key.startswith("model." + prefix) and isinstance(item, TensorStorageMetadata)
+    }
 
 
 def load_model(
@@ -123,9 +145,12 @@ def load_model(
     is in eval mode with gradients off. ``keep_extra`` keeps weights that are not the decoder's
     (a reward model's ``score`` head) in :attr:`LoadedModel.extra` instead of refusing them.
     """
-    from hcx.model.hf import import_hf
+    from hcx.model.hf import import_hf, resolve_model_dir
 
-    path = Path(path)
+    try:
+        path = resolve_model_dir(path)
+    except FileNotFoundError as exc:
+        raise ModelLoadError(f"model {exc}") from exc
     if not path.is_dir():
         raise ModelLoadError(
             f"model {path}: not a directory (give a Hugging Face export or an hcx checkpoint)"

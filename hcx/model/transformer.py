@@ -19,15 +19,32 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hcx.model.attention import AttentionContext, Causal, DocumentCausal
-from hcx.model.config import ModelConfig
+from hcx.model.config import ModelConfig, RopeScaling
 
 
-def rope_tables(head_dim: int, max_seq_len: int, base: float) -> tuple[Tensor, Tensor]:
+def rope_tables(
+    head_dim: int, max_seq_len: int, base: float, scaling: RopeScaling | None = None
+) -> tuple[Tensor, Tensor]:
     """cos/sin tables of shape (max_seq_len, head_dim), halves duplicated (the Llama layout)."""
     inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+    if scaling is not None:
+        inv_freq = llama3_scaled(inv_freq, scaling)
     angles = torch.outer(torch.arange(max_seq_len, dtype=torch.float64), inv_freq)
     angles = torch.cat((angles, angles), dim=-1)
     return angles.cos().float(), angles.sin().float()
+
+
+def llama3_scaled(inv_freq: Tensor, scaling: RopeScaling) -> Tensor:
+    """Llama 3.1's frequency scaling: wavelengths shorter than ``original / high_freq_factor`` are
+    kept, those longer than ``original / low_freq_factor`` divided by ``factor``, and in between
+
+        f' = (1 - s)·f/factor + s·f,   s = (original / wavelength - low) / (high - low).
+    """
+    original = scaling.original_max_position_embeddings
+    low, high = scaling.low_freq_factor, scaling.high_freq_factor
+    wavelength = 2 * torch.pi / inv_freq
+    smooth = ((original / wavelength - low) / (high - low)).clamp(0.0, 1.0)
+    return (1 - smooth) * inv_freq / scaling.factor + smooth * inv_freq
 
 
 def apply_rotary(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
@@ -42,9 +59,9 @@ class Attention(nn.Module):
         super().__init__()
         self.layer_id = layer_id
         self.head_dim = cfg.head_dim
-        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=False)
-        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
-        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=False)
+        self.wq = nn.Linear(cfg.dim, cfg.n_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wk = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
+        self.wv = nn.Linear(cfg.dim, cfg.n_kv_heads * cfg.head_dim, bias=cfg.qkv_bias)
         self.wo = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.dim, bias=False)
 
     def forward(self, x: Tensor, rope: tuple[Tensor, Tensor], context: AttentionContext) -> Tensor:
@@ -93,7 +110,7 @@ class Transformer(nn.Module):
         self.output: nn.Linear | None = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:
             self.output.weight = self.tok_embeddings.weight
-        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_base)
+        cos, sin = rope_tables(cfg.head_dim, cfg.max_seq_len, cfg.rope_base, cfg.rope_scaling)
         self.register_buffer("rope_cos", cos, persistent=False)
         self.register_buffer("rope_sin", sin, persistent=False)
 
@@ -109,7 +126,9 @@ class Transformer(nn.Module):
         """Compute the rotary tables from the config, in float32, on the buffers' device."""
         if self.rope_cos.device.type == "meta":
             return
-        cos, sin = rope_tables(self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_base)
+        cos, sin = rope_tables(
+            self.cfg.head_dim, self.cfg.max_seq_len, self.cfg.rope_base, self.cfg.rope_scaling
+        )
         self.rope_cos = cos.to(self.rope_cos.device)
         self.rope_sin = sin.to(self.rope_sin.device)
 
@@ -122,7 +141,8 @@ class Transformer(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, seed: int | None = None) -> None:
-        """Normal(0, std) everywhere; residual output projections scaled by 1/sqrt(2·layers) (GPT-2).
+        """Normal(0, std) for matrices, residual output projections scaled by 1/sqrt(2·layers) (GPT-2);
+        norms at one, biases at zero.
 
         Each parameter draws from its own generator, seeded by ``seed`` and the parameter's name,
         so a model sharded before initialisation (built on the meta device, then FSDP, tensor or
@@ -132,7 +152,7 @@ class Transformer(nn.Module):
         for name, param in self.named_parameters():
             name = canonical_name(name)
             if param.dim() == 1:
-                param.fill_(1.0)
+                param.fill_(0.0 if name.endswith(".bias") else 1.0)
                 continue
             scale = out_std if name.endswith(("wo.weight", "w2.weight")) else std
             generator = torch.Generator().manual_seed(_param_seed(seed, name))

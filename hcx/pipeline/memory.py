@@ -57,30 +57,51 @@ def hf_model_config(directory: str | Path) -> ModelConfig | None:
     return read_config(directory) if (Path(directory) / "config.json").is_file() else None
 
 
+def _tokenizer_size(tokenizer_dir: str | None) -> int | None:
+    if not tokenizer_dir or not Path(tokenizer_dir).exists():
+        return None
+    from hcx.tokenizer import load
+
+    try:
+        return load(tokenizer_dir).vocab_size
+    except (OSError, ValueError):
+        return None
+
+
 def _tokenizer_vocab(plan: Plan, tokenizer_dir: str | None) -> int | None:
     for stage in plan.stages.values():
         if stage.kind == "tokenizer":
-            return padded_vocab_size(stage.config.vocab_size)  # type: ignore[attr-defined]
-    if tokenizer_dir and Path(tokenizer_dir).exists():
-        from hcx.tokenizer.tokenizer import load
-
-        try:
-            return padded_vocab_size(load(tokenizer_dir).vocab_size)
-        except (OSError, ValueError):
-            return None
-    return None
+            extend = stage.config.extend  # type: ignore[attr-defined]
+            if extend is None:
+                return padded_vocab_size(stage.config.vocab_size)  # type: ignore[attr-defined]
+            base = _tokenizer_size(extend.base)
+            return None if base is None else padded_vocab_size(base + extend.new_tokens)
+    size = _tokenizer_size(tokenizer_dir)
+    return None if size is None else padded_vocab_size(size)
 
 
 def pretrain_model(plan: Plan) -> ModelConfig | None:
-    """The recipe's pretraining model, its vocabulary resolved from the tokenizer; None if unknown."""
+    """The recipe's pretraining model, its vocabulary resolved from the tokenizer; None if unknown.
+
+    Continued pretraining takes the shape of ``init_from`` (once that directory exists), grown to
+    an extended tokenizer's vocabulary.
+    """
     stage = next((s for s in plan.stages.values() if s.kind == "pretrain"), None)
-    if stage is not None:
-        model, tokenizer = stage.config.model, stage.config.tokenizer  # type: ignore[attr-defined]
-    else:
-        section: Any = read_recipe(plan.recipe).get("pretrain") or {}
-        if not isinstance(section, dict) or not isinstance(section.get("model"), dict):
-            return None
-        model, tokenizer = ModelConfig.model_validate(section["model"]), section.get("tokenizer")
+    section: Any = (
+        stage.config.model_dump() if stage is not None else read_recipe(plan.recipe).get("pretrain") or {}
+    )
+    if not isinstance(section, dict):
+        return None
+    tokenizer = section.get("tokenizer")
+    if section.get("init_from"):
+        model = hf_model_config(section["init_from"])
+        vocab = _tokenizer_vocab(plan, tokenizer)
+        if model is not None and vocab is not None and vocab > (model.vocab_size or 0):
+            model = model.model_copy(update={"vocab_size": vocab})
+        return model
+    if not isinstance(section.get("model"), dict):
+        return None
+    model = ModelConfig.model_validate(section["model"])
     if model.vocab_size is None:
         vocab = _tokenizer_vocab(plan, tokenizer)
         if vocab is None:

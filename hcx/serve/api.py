@@ -48,7 +48,8 @@ from hcx.serve.openai_schema import (
     usage,
     usage_chunk,
 )
-from hcx.tokenizer import HcxTokenizer
+from hcx.tokenizer import Tokenizer
+from hcx.tokenizer.chat import ChatFormatError
 from hcx.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 
 WEB_DIR = Path(__file__).parent / "web"
@@ -222,7 +223,7 @@ class OpenAIServer:
         if engine.tokenizer is None:
             raise ValueError("the server needs an engine with a tokenizer (chat template, text)")
         self.engine = engine
-        self.tokenizer: HcxTokenizer = engine.tokenizer
+        self.tokenizer: Tokenizer = engine.tokenizer
         self.streams = AsyncEngine(engine)
         self.config = config
         self.context_length = engine.model.cfg.max_seq_len
@@ -283,27 +284,30 @@ class OpenAIServer:
     # --- prompts ------------------------------------------------------------------------
     def chat_prompt(self, body: ChatCompletionRequest) -> list[int]:
         turns = [message.as_turn() for message in body.messages]
-        return self.tokenizer.encode_chat({"messages": turns}, add_generation_prompt=True).ids
+        try:
+            return self.tokenizer.encode_chat({"messages": turns}, add_generation_prompt=True).ids
+        except ChatFormatError as error:
+            raise ApiError(400, f"messages: {error}", param="messages") from None
 
     def completion_prompt(self, prompt: str | list[int], suffix: str | None) -> list[int]:
-        """Text prompts start a document (``<|endoftext|>``, as in pretraining); token ids are used as given."""
-        if isinstance(prompt, str):
-            ids = [self.tokenizer.eot_id, *self.tokenizer.encode(prompt)]
-        else:
-            ids = list(prompt)
+        """Text prompts start a document (the tokenizer's document start: ``<|endoftext|>`` as in hcx
+        pretraining, a model's own BOS); token ids are used as given."""
+        start = self.tokenizer.bos_id
+        ids = [start, *self.tokenizer.encode(prompt)] if isinstance(prompt, str) else list(prompt)
         if suffix is None:
             return ids
-        if ids and ids[0] == self.tokenizer.eot_id:
+        if ids and ids[0] == start:
             ids = ids[1:]
-        special = self.tokenizer.token_id
-        return [
-            self.tokenizer.eot_id,
-            special(FIM_PREFIX),
-            *ids,
-            special(FIM_SUFFIX),
-            *self.tokenizer.encode(suffix),
-            special(FIM_MIDDLE),
-        ]
+        try:
+            fim = [self.tokenizer.token_id(t) for t in (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)]
+        except KeyError:
+            raise ApiError(
+                400,
+                "suffix: this model's tokenizer has no fill-in-the-middle tokens "
+                f"({FIM_PREFIX}, {FIM_SUFFIX}, {FIM_MIDDLE}); send the prompt without a suffix",
+                param="suffix",
+            ) from None
+        return [start, fim[0], *ids, fim[1], *self.tokenizer.encode(suffix), fim[2]]
 
     # --- endpoints ----------------------------------------------------------------------
     async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:

@@ -1,4 +1,5 @@
-"""Morphology-aware byte-level BPE tokenizer (SPEC §2): ``load`` and ``train_tokenizer``.
+"""Morphology-aware byte-level BPE tokenizer (SPEC §2): ``load`` and ``train_tokenizer``; any
+Hugging Face tokenizer behind the same :class:`Tokenizer` protocol.
 
 Attributes load lazily so that ``hcx.tokenizer.specials`` stays a cheap import for other stages.
 """
@@ -9,8 +10,11 @@ from importlib import import_module
 from typing import Any
 
 _EXPORTS = {
-    "ChatIds": "hcx.tokenizer.tokenizer",
+    "ChatIds": "hcx.tokenizer.protocol",
+    "ChatTokens": "hcx.tokenizer.config",
     "HcxTokenizer": "hcx.tokenizer.tokenizer",
+    "HfTokenizer": "hcx.tokenizer.hf_tokenizer",
+    "Tokenizer": "hcx.tokenizer.protocol",
     "TokenizerFormatError": "hcx.tokenizer.tokenizer",
     "load": "hcx.tokenizer.tokenizer",
     "train_tokenizer": "hcx.tokenizer.train",

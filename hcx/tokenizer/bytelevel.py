@@ -47,7 +47,8 @@ def token_string(raw: bytes) -> str:
     return "".join(table[b] for b in raw)
 
 
-def _tiktoken_parts(raw: bytes, ranks: dict[bytes, int], below: int) -> list[bytes]:
+def tiktoken_parts(raw: bytes, ranks: dict[bytes, int], below: int) -> list[bytes]:
+    """The parts tiktoken ends with for ``raw`` when only tokens ranked below ``below`` exist."""
     parts = [raw[i : i + 1] for i in range(len(raw))]
     while len(parts) > 1:
         best_rank, best_at = below, -1
@@ -72,7 +73,7 @@ def canonical_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
     for raw, rank in sorted(ranks.items(), key=lambda item: item[1]):
         if len(raw) < 2:
             continue
-        parts = _tiktoken_parts(raw, ranks, rank)
+        parts = tiktoken_parts(raw, ranks, rank)
         if len(parts) == 2:
             merges.append((parts[0], parts[1]))
     return merges

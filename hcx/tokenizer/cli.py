@@ -1,4 +1,4 @@
-"""``hcx tokenizer``: train the morphology-aware BPE and compare tokenizers (SPEC §2)."""
+"""``hcx tokenizer``: train the morphology-aware BPE, extend a model's tokenizer, compare tokenizers (SPEC §2)."""
 
 from __future__ import annotations
 
@@ -36,12 +36,33 @@ def train(recipe: Recipe, overrides: Overrides = None) -> None:
     from hcx.tokenizer.train import train_from_config
 
     config = _config(recipe, overrides)
+    if config.extend is not None:
+        console.print(
+            "[red]error:[/red] this recipe's tokenizer section extends a base (`extend:`); run `hcx tokenizer extend`"
+        )
+        raise typer.Exit(2)
     try:
         out = train_from_config(config)
     except (TokenizerInputError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
     console.print(f"saved {out}")
+
+
+@app.command()
+def extend(recipe: Recipe, overrides: Overrides = None) -> None:
+    """Append `tokenizer.extend.new_tokens` morphology-aware tokens to a base model's tokenizer.json."""
+    from hcx.tokenizer.corpus import TokenizerInputError
+    from hcx.tokenizer.extend import extend_from_config, print_extension
+
+    config = _config(recipe, overrides)
+    try:
+        extension, table = extend_from_config(config)
+    except (TokenizerInputError, FileNotFoundError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+    print_extension(extension, table, Console())
+    console.print(f"saved {config.output_dir}")
 
 
 @app.command()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from hcx.config import Section
@@ -16,6 +18,23 @@ REFERENCE_NAMES = (
     "kogpt2-v1-50k",
     "gpt2-50k",
 )
+
+
+class ChatTokens(Section):
+    """Chat settings of a Hugging Face tokenizer where its ``tokenizer_config.json`` lacks or gets them wrong.
+
+    Each is a token string of the tokenizer (the template is Jinja, as ``transformers`` renders it);
+    ``None`` keeps what the directory says. Stages that export a model write the settings in
+    effect into the export's ``tokenizer_config.json``, so later stages find them there.
+    """
+
+    template: str | None = Field(None, description="Jinja chat template (transformers' chat_template).")
+    end_of_turn: str | None = Field(
+        None, description="Token closing an assistant turn; default: the one the template puts there."
+    )
+    eos: str | None = Field(None, description="End of text; default: the config's eos_token.")
+    bos: str | None = Field(None, description="Start of a document; default: the config's bos_token or eos.")
+    pad: str | None = Field(None, description="Padding; default: the config's pad_token, else eos.")
 
 
 class StatsConfig(Section):
@@ -43,6 +62,28 @@ class StatsConfig(Section):
         if unknown:
             raise ValueError(f"unknown reference tokenizers {unknown}; known: {list(REFERENCE_NAMES)}")
         return names
+
+
+class ExtendConfig(Section):
+    """``hcx tokenizer extend``: append one language's tokens to an existing model's tokenizer.
+
+    EEVE-Korean (arXiv 2402.14714) grew SOLAR's 32,000 tokens to 40,960; 8,192 new tokens take
+    Mistral v0.3's 32,768 to the same 40,960. The training documents are those the ``tokenizer``
+    section does not hold out, so ``hcx tokenizer stats`` and this command's table measure unseen text.
+    """
+
+    base: str = Field(
+        "${data_dir}/tokenizers/mistral-v0.3-32k",
+        description="The base model's tokenizer directory (with tokenizer.json) or its tokenizer.json.",
+    )
+    inputs: list[str] = Field(
+        default_factory=lambda: ["${data_dir}/pretrain/ko.jsonl.gz"],
+        description="JSON Lines files or globs of text in the new language.",
+    )
+    language: Literal["ko"] = Field("ko", description="Korean: Hangul characters, Kiwi morpheme boundaries.")
+    new_tokens: int = Field(8192, ge=1, description="Tokens to add, single characters included.")
+    max_docs_per_file: int | None = Field(None, ge=1)
+    max_bytes_per_file: int | None = Field(None, ge=1)
 
 
 class TokenizerConfig(Section):
@@ -81,3 +122,6 @@ class TokenizerConfig(Section):
         "runs/cache/tokenizer", description="Word counts and Kiwi analyses kept for re-runs; '' disables."
     )
     stats: StatsConfig = Field(default_factory=StatsConfig)
+    extend: ExtendConfig | None = Field(
+        None, description="Set: the stage extends this base model's tokenizer instead of training one."
+    )

@@ -27,7 +27,7 @@ from functools import cache
 
 from kiwipiepy import Kiwi
 
-_HANGUL_RANGES = (
+HANGUL_RANGES = (
     (0x1100, 0x11FF),  # jamo
     (0x3130, 0x318F),  # compatibility jamo
     (0xA960, 0xA97F),  # jamo extended-A
@@ -36,7 +36,7 @@ _HANGUL_RANGES = (
 )
 
 
-_HANGUL = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _HANGUL_RANGES) + "]")
+_HANGUL = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in HANGUL_RANGES) + "]")
 
 
 def is_hangul(char: str) -> bool:

@@ -15,9 +15,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tiktoken
 
@@ -25,19 +24,19 @@ from hcx.tokenizer.bytelevel import token_bytes
 from hcx.tokenizer.chat import chat_segments
 from hcx.tokenizer.hf_files import TOKENIZER_FILE
 from hcx.tokenizer.pretokenize import PATTERN
+from hcx.tokenizer.protocol import ChatIds, Tokenizer
 from hcx.tokenizer.specials import END_OF_TEXT, END_OF_TURN, PAD, SPECIAL_TOKENS
+
+if TYPE_CHECKING:
+    from hcx.tokenizer.config import ChatTokens
 
 
 class TokenizerFormatError(ValueError):
     """A tokenizer file that is not an hcx byte-level BPE; the message names the file."""
 
 
-@dataclass(frozen=True)
-class ChatIds:
-    """A rendered conversation: token ids and, per id, whether it is trained on (assistant turns)."""
-
-    ids: list[int]
-    assistant_mask: list[bool]
+class NotHcxTokenizer(TokenizerFormatError):
+    """A valid JSON tokenizer of another kind (:func:`load` hands it to ``HfTokenizer``)."""
 
 
 def _find_pattern(node: Any) -> str | None:
@@ -59,9 +58,9 @@ def _read_vocab(path: Path) -> dict[str, int]:
         raise TokenizerFormatError(f"{path}: not a JSON tokenizer file ({exc})") from None
     model = spec.get("model") if isinstance(spec, dict) else None
     if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
-        raise TokenizerFormatError(f"{path}: expected a Hugging Face byte-level BPE tokenizer.json")
+        raise NotHcxTokenizer(f"{path}: expected a Hugging Face byte-level BPE tokenizer.json")
     if _find_pattern(spec.get("pre_tokenizer")) != PATTERN:
-        raise TokenizerFormatError(f"{path}: pre-tokenizer is not the hcx regex; not an hcx tokenizer")
+        raise NotHcxTokenizer(f"{path}: pre-tokenizer is not the hcx regex; not an hcx tokenizer")
     vocab: dict[str, int] = model["vocab"]
     for i, special in enumerate(SPECIAL_TOKENS):
         if vocab.get(special) != i:
@@ -105,6 +104,15 @@ class HcxTokenizer:
     def eot_id(self) -> int:
         """End of text: separates documents in pretraining (not the chat end-of-turn)."""
         return self._specials[END_OF_TEXT]
+
+    @property
+    def bos_id(self) -> int:
+        """Documents start after ``<|endoftext|>`` as well (pretraining packs them that way)."""
+        return self._specials[END_OF_TEXT]
+
+    @property
+    def adds_bos(self) -> bool:
+        return False
 
     @property
     def end_of_turn_id(self) -> int:
@@ -160,6 +168,19 @@ class HcxTokenizer:
         return f"HcxTokenizer({str(self.path)!r}, vocab_size={self.vocab_size})"
 
 
-def load(path: str | Path) -> HcxTokenizer:
-    """Load a tokenizer directory written by ``hcx tokenizer train`` (or its ``tokenizer.json``)."""
-    return HcxTokenizer(path)
+def load(path: str | Path, chat: ChatTokens | None = None) -> Tokenizer:
+    """A tokenizer directory (or its ``tokenizer.json``): one written by ``hcx tokenizer train`` gives
+    :class:`HcxTokenizer`; any other Hugging Face tokenizer gives
+    :class:`~hcx.tokenizer.hf_tokenizer.HfTokenizer`, with ``chat`` overriding its chat settings."""
+    try:
+        tokenizer = HcxTokenizer(path)
+    except NotHcxTokenizer:
+        from hcx.tokenizer.hf_tokenizer import HfTokenizer
+
+        return HfTokenizer(path, chat)
+    if chat is not None and chat.model_dump(exclude_none=True):
+        raise ValueError(
+            f"{tokenizer.path}: chat overrides apply to Hugging Face tokenizers; the hcx tokenizer "
+            "has its own chat format (remove the chat: settings)"
+        )
+    return tokenizer

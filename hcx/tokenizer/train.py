@@ -124,7 +124,7 @@ def check_vocab_size(vocab_size: int) -> None:
         )
 
 
-def _replace_dir(staging: Path, output_dir: Path) -> None:
+def replace_dir(staging: Path, output_dir: Path) -> None:
     old = None
     if output_dir.exists():
         old = output_dir.with_name(f".{output_dir.name}.old-{os.getpid()}")
@@ -166,7 +166,7 @@ def _save(output_dir: Path, tokenizer: Tokenizer, info: dict, model_max_length: 
     try:
         write_hf_files(staging, tokenizer, model_max_length)
         (staging / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
-        _replace_dir(staging, output_dir)
+        replace_dir(staging, output_dir)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

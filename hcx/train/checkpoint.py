@@ -77,6 +77,17 @@ def latest_checkpoint(directory: str | Path) -> Path | None:
     return path
 
 
+def _model_fields(fields: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's model config with the defaults of fields added since it was written."""
+    from hcx.model.config import ModelConfig
+
+    try:
+        full = ModelConfig.model_validate(fields).model_dump(mode="json")
+    except ValueError:
+        return dict(fields)
+    return {k: v for k, v in full.items() if k in fields or k not in ("preset", "init_std")}
+
+
 class Checkpointer:
     """Saves and restores one training run's state under ``<output_dir>/checkpoints``."""
 
@@ -155,12 +166,14 @@ class Checkpointer:
         if not meta_path.is_file():
             raise CheckpointError(f"{meta_path}: missing; {path} was not written by hcx pretrain")
         saved = json.loads(meta_path.read_text())
+        saved_model, model = _model_fields(saved.get("model", {})), _model_fields(self.meta["model"])
         diffs = [
-            f"{section}.{key}: checkpoint {saved.get(section, {}).get(key)!r}, recipe {value!r}"
-            for section in ("model",)
-            for key, value in self.meta[section].items()
-            if key != "rope_base" and saved.get(section, {}).get(key) != value
+            f"model.{key}: checkpoint {saved_model.get(key)!r}, recipe {value!r}"
+            for key, value in model.items()
+            if key != "rope_base" and saved_model.get(key) != value
         ]
+        if saved.get("lora") != self.meta.get("lora"):  # adapters (or none) of another shape
+            diffs.append(f"lora: checkpoint {saved.get('lora')!r}, recipe {self.meta.get('lora')!r}")
         if diffs:
             raise CheckpointError(f"{path} was saved by a different configuration:\n  " + "\n  ".join(diffs))
 

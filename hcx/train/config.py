@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from hcx.config import Section
 from hcx.model.config import ModelConfig
@@ -64,6 +64,44 @@ class CheckpointConfig(Section):
     async_save: bool = False
 
 
+LORA_TARGETS = ("wq", "wk", "wv", "wo", "w1", "w2", "w3", "output")
+
+
+class LoraConfig(Section):
+    """Low-rank adapters (LoRA, Hu et al. 2021) instead of training every weight (:mod:`hcx.train.lora`).
+
+    Each targeted linear layer computes ``W x + (alpha / rank) · B A x``: the base ``W`` is
+    frozen, ``A`` (rank × in, random) and ``B`` (out × rank, zero, so training starts from the
+    base model) train. Exports hold the merged ``W + (alpha / rank) · B A``.
+    """
+
+    rank: int = Field(default=16, gt=0)
+    alpha: float = Field(default=32.0, gt=0, description="the update is scaled by alpha / rank")
+    dropout: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="on the adapters' input while training; 0 keeps PPO's learner the function that sampled",
+    )
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["wq", "wk", "wv", "wo", "w1", "w2", "w3"],
+        min_length=1,
+        description="linear layers to adapt, by name: attention wq wk wv wo, SwiGLU w1 w2 w3, the LM head output",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        unknown = sorted(set(names) - set(LORA_TARGETS))
+        if unknown:
+            raise ValueError(f"unknown target module(s) {unknown}: choose from {list(LORA_TARGETS)}")
+        return names
+
+    @property
+    def scaling(self) -> float:
+        return self.alpha / self.rank
+
+
 class LoopConfig(Section):
     """What every training stage shares (the :class:`hcx.train.trainer.Trainer`'s knobs).
 
@@ -91,6 +129,30 @@ class LoopConfig(Section):
     log_every: int = 10
     peak_tflops: float | None = Field(default=None, description="per device, for MFU; guessed for known GPUs")
     resume: bool = True
+    lora: LoraConfig | None = Field(
+        default=None,
+        description="train LoRA adapters instead of every weight (SFT, RM, PPO); null: full fine-tuning",
+    )
+
+    @model_validator(mode="after")
+    def _check_lora(self) -> LoopConfig:
+        if self.lora is not None and (self.parallel.tp != 1 or self.parallel.pp != 1):
+            raise ValueError(
+                "lora: adapters shard over data-parallel ranks only (FSDP2); parallel.tp and parallel.pp must be 1"
+            )
+        return self
+
+
+class TrainPhase(Section):
+    """A share of the steps that trains only some parameters (staged continued pretraining).
+
+    ``train`` holds glob patterns over parameter names (``layers.*.attention.*``) and two
+    names: ``embeddings`` (input and output embeddings) and ``new_embeddings`` (only their rows
+    of tokens that the base model did not have, e.g. after ``hcx tokenizer extend``).
+    """
+
+    fraction: float = Field(gt=0, le=1)
+    train: list[str] = Field(default_factory=lambda: ["*"], min_length=1)
 
 
 class PretrainConfig(LoopConfig):
@@ -99,6 +161,19 @@ class PretrainConfig(LoopConfig):
     output_dir: str = "runs/pretrain"
     max_documents: int | None = None
     model: ModelConfig = Field(default_factory=ModelConfig)
+    init_from: str | None = Field(
+        default=None,
+        description="continue pretraining from this model (a Hugging Face directory or hub name, or an "
+        "hcx checkpoint); its shape replaces `model:`",
+    )
+    new_token_init: Literal["mean", "random"] = Field(
+        default="mean",
+        description="init_from with a larger tokenizer: each new token's embeddings are the mean of "
+        "the base model's rows of the sub-tokens that spelled it, or random (a control)",
+    )
+    phases: list[TrainPhase] = Field(
+        default_factory=list, description="which parameters train in which share of the steps; [] = all"
+    )
     steps: int = 100_000
     stages: list[ContextStage] = Field(default_factory=_spec_stages)
     doc_mask: bool = True
@@ -110,8 +185,13 @@ class PretrainConfig(LoopConfig):
         total = sum(s.fraction for s in self.stages)
         if not self.stages or abs(total - 1.0) > 1e-6:
             raise ValueError(f"stages: fractions must sum to 1, got {total}")
+        phases = sum(p.fraction for p in self.phases)
+        if self.phases and abs(phases - 1.0) > 1e-6:
+            raise ValueError(f"phases: fractions must sum to 1, got {phases}")
+        if self.init_from is not None and self.model != ModelConfig():
+            raise ValueError("model: comes from init_from when continuing pretraining; remove one of them")
         for i, stage in enumerate(self.stages):
-            if stage.seq_len > self.model.max_seq_len:
+            if self.init_from is None and stage.seq_len > self.model.max_seq_len:
                 raise ValueError(
                     f"stages[{i}].seq_len {stage.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}"
                 )
@@ -119,12 +199,26 @@ class PretrainConfig(LoopConfig):
 
     def stage_starts(self) -> list[int]:
         """First optimizer step of each stage (the context switch happens at these steps)."""
-        starts, acc = [], 0.0
-        for stage in self.stages:
-            starts.append(round(acc * self.steps))
-            acc += stage.fraction
-        return starts
+        return _starts([s.fraction for s in self.stages], self.steps)
 
     def stage_at(self, step: int) -> tuple[int, ContextStage]:
         index = max(i for i, start in enumerate(self.stage_starts()) if start <= step)
         return index, self.stages[index]
+
+    def phase_at(self, step: int) -> tuple[int, TrainPhase]:
+        if not self.phases:
+            return 0, TrainPhase(fraction=1.0)
+        index = max(
+            i
+            for i, start in enumerate(_starts([p.fraction for p in self.phases], self.steps))
+            if start <= step
+        )
+        return index, self.phases[index]
+
+
+def _starts(fractions: list[float], steps: int) -> list[int]:
+    starts, acc = [], 0.0
+    for fraction in fractions:
+        starts.append(round(acc * steps))
+        acc += fraction
+    return starts

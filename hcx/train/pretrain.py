@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -20,13 +21,16 @@ from torch import Tensor, nn
 from hcx.model.config import ModelConfig, padded_vocab_size
 from hcx.model.hf import export_hf
 from hcx.model.transformer import Transformer
-from hcx.tokenizer import specials
+from hcx.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
 from hcx.train.checkpoint import CheckpointSaved
 from hcx.train.config import PretrainConfig
 from hcx.train.fim import FimTokens
 from hcx.train.loader import Batch, PackedLoader
-from hcx.train.shards import load_tokenizer, open_shards, shards_are_current, special_id, tokenize_corpus
+from hcx.train.phases import PhaseGradients, check_phases
+from hcx.train.shards import load_tokenizer, open_shards, shards_are_current, tokenize_corpus
 from hcx.train.trainer import MicroLoss, Task, Trainer, TrainResult, is_rank0
+
+FIM_TOKENS = (FIM_PREFIX, FIM_SUFFIX, FIM_MIDDLE)
 
 
 def lm_loss(logits: Tensor, targets: Tensor) -> Tensor:
@@ -73,10 +77,51 @@ class PretrainTask(Task):
     def setup(self, trainer: Trainer) -> nn.Module:
         cfg, mesh = self.cfg, trainer.mesh
         self.tokenizer = load_tokenizer(cfg.tokenizer)
-        self.model_cfg = resolve_model_config(cfg, self.tokenizer).model_copy(
-            update={"rope_base": cfg.stages[0].rope_base}
-        )
+        base, self.first_new_row = self._base_model() if cfg.init_from else (None, None)
+        model_cfg = base.cfg if base is not None else resolve_model_config(cfg, self.tokenizer)
+        self.model_cfg = model_cfg.model_copy(update={"rope_base": cfg.stages[0].rope_base})
         self.trainer, self.mesh = trainer, mesh
+        self._check_shapes(mesh)
+        with torch.device("meta"):
+            check_phases(
+                cfg.phases, [n for n, _ in Transformer(self.model_cfg).named_parameters()], self.first_new_row
+            )
+        self.shards = open_shards(prepare_shards(cfg))
+        self.loader = PackedLoader(
+            self.shards,
+            self.tokenizer.eot_id,
+            self._fim_tokens(),
+            cfg.fim.rate,
+            cfg.fim.spm_rate,
+            cfg.fim.split,
+            cfg.seed,
+        )
+        if base is None:
+            self.model = trainer.build_model(self.model_cfg, cfg.seed)
+        else:
+            base.set_rope_base(cfg.stages[0].rope_base)
+            self.model = trainer.shard(base)
+        self.phase_index, self.phase_gradients = -1, PhaseGradients(self.model, self.first_new_row)
+        return self.model
+
+    def _base_model(self) -> tuple[Transformer, int | None]:
+        """The ``init_from`` model, its embeddings grown to the tokenizer's vocabulary when that is
+        larger (new rows initialised as ``new_token_init`` says); the first new row, if any."""
+        from hcx.model.load import load_model
+
+        loaded = load_model(self.cfg.init_from, trainable=True)
+        model, base_tokens = loaded.model, loaded.tokenizer().vocab_size
+        if self.tokenizer.vocab_size <= base_tokens:
+            return model, None
+        from hcx.model.extend import grow_for_tokenizer
+
+        grow_for_tokenizer(
+            model, loaded.tokenizer_dir, self.cfg.tokenizer, init=self.cfg.new_token_init, seed=self.cfg.seed
+        )
+        return model, base_tokens
+
+    def _check_shapes(self, mesh) -> None:
+        cfg = self.cfg
         splits = cfg.parallel.pp_microbatches if mesh.pp > 1 else cfg.grad_accum
         for i, stage in enumerate(cfg.stages):
             if stage.batch_size % (mesh.dp * splits):
@@ -84,19 +129,22 @@ class PretrainTask(Task):
                     f"pretrain.stages[{i}].batch_size={stage.batch_size} must split evenly over dp={mesh.dp} "
                     f"ranks and grad_accum={cfg.grad_accum} (or pp_microbatches under pipeline parallel)"
                 )
-        self.shards = open_shards(prepare_shards(cfg))
-        fim_ids = (specials.FIM_PREFIX, specials.FIM_SUFFIX, specials.FIM_MIDDLE)
-        self.loader = PackedLoader(
-            self.shards,
-            special_id(self.tokenizer, specials.END_OF_TEXT),
-            FimTokens(*(special_id(self.tokenizer, t) for t in fim_ids)),
-            cfg.fim.rate,
-            cfg.fim.spm_rate,
-            cfg.fim.split,
-            cfg.seed,
-        )
-        self.model = trainer.build_model(self.model_cfg, cfg.seed)
-        return self.model
+            if stage.seq_len > self.model_cfg.max_seq_len:
+                raise ValueError(
+                    f"pretrain.stages[{i}].seq_len {stage.seq_len} exceeds the model's max_seq_len "
+                    f"{self.model_cfg.max_seq_len}"
+                )
+
+    def _fim_tokens(self) -> FimTokens | None:
+        if self.cfg.fim.rate == 0:
+            return None
+        try:
+            return FimTokens(*(self.tokenizer.token_id(t) for t in FIM_TOKENS))
+        except KeyError:
+            raise ValueError(
+                f"pretrain.fim.rate={self.cfg.fim.rate} but the tokenizer {self.cfg.tokenizer} has no "
+                f"fill-in-the-middle tokens {FIM_TOKENS}; set pretrain.fim.rate: 0"
+            ) from None
 
     def total_steps(self) -> int:
         return self.cfg.steps
@@ -110,6 +158,7 @@ class PretrainTask(Task):
     def begin_step(self, step: int) -> bool:
         """Context switch (SPEC §4): the new RoPE base goes into the model config (and the
         checkpoints' meta); the loader repacks at the new row length."""
+        self._enter_phase(step)
         index, stage = self.cfg.stage_at(step)
         if index == self.stage_index:
             return False
@@ -123,6 +172,17 @@ class PretrainTask(Task):
         )
         self.stage_index = index
         return True
+
+    def _enter_phase(self, step: int) -> None:
+        index, phase = self.cfg.phase_at(step)
+        if index != self.phase_index:
+            self.phase_gradients.enter(phase, self.trainer.optimizer)
+            if self.cfg.phases:
+                self.trainer.log_event({"event": "phase", "step": step, "train": phase.train})
+            self.phase_index = index
+
+    def before_optimizer_step(self) -> None:
+        self.phase_gradients.apply()
 
     def next_batch(self) -> Batch:
         stage = self.cfg.stages[self.stage_index]

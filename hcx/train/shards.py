@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from hcx.records import BadRecordError, Rejected, read_records
-from hcx.tokenizer import HcxTokenizer, load
+from hcx.tokenizer import Tokenizer, load
 
 MANIFEST = "manifest.json"
 TOKEN_DTYPE = np.uint32
@@ -32,20 +32,13 @@ class ShardError(RuntimeError):
     """Token shards that cannot be used; the message names the file."""
 
 
-def load_tokenizer(tokenizer_dir: str | Path) -> HcxTokenizer:
-    """The hcx tokenizer in ``tokenizer_dir`` (the tokenizer stage's output).
+def load_tokenizer(tokenizer_dir: str | Path) -> Tokenizer:
+    """The tokenizer in ``tokenizer_dir``: the tokenizer stage's output, or a model's own.
 
     Its ``encode_batch`` treats special-token strings inside documents as ordinary text
     (SPEC §2): only the loader's FIM and document-boundary code emits special ids.
     """
     return load(tokenizer_dir)
-
-
-def special_id(tokenizer: HcxTokenizer, token: str) -> int:
-    try:
-        return tokenizer.token_id(token)
-    except KeyError:
-        raise ShardError(f"the tokenizer has no special token {token!r}") from None
 
 
 def tokenizer_fingerprint(tokenizer_dir: str | Path) -> str:

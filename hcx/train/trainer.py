@@ -36,6 +36,7 @@ from hcx.model.config import ModelConfig
 from hcx.model.transformer import Transformer, canonical_name
 from hcx.train.checkpoint import Checkpointer, CheckpointSaved, is_rank0
 from hcx.train.config import LoopConfig
+from hcx.train.lora import merged_weights
 from hcx.train.metrics import MetricsLog, guess_peak_tflops
 from hcx.train.optim import build_optimizer, build_scheduler
 from hcx.train.parallel import (
@@ -76,6 +77,8 @@ class Task:
     #: The task's batches are :class:`hcx.train.loader.Batch` language-model rows, which a
     #: pipeline schedule can split into micro-batches (pretraining, packed SFT).
     pipeline_batches = False
+    #: The task puts LoRA adapters on what it trains when its config has ``lora`` (:mod:`hcx.train.lora`).
+    adapters = False
 
     def setup(self, trainer: Trainer) -> nn.Module:
         """Build or load the networks (through ``trainer``); return the module the optimizer trains."""
@@ -108,6 +111,9 @@ class Task:
 
     def pipeline_loss(self, output: Tensor, target: Tensor) -> Tensor:
         raise NotImplementedError
+
+    def before_optimizer_step(self) -> None:
+        """After the backward, before clipping: drop or mask gradients of what must not learn now."""
 
     def end_step(self, step: int) -> dict[str, Any] | None:
         """After the optimizer step: extra fields to log this step (an evaluation, an iteration's record)."""
@@ -146,6 +152,8 @@ class Trainer:
             raise MeshError(
                 f"{task.name}.grad_accum must be 1 with parallel.pp > 1 (use parallel.pp_microbatches)"
             )
+        if cfg.lora is not None and not task.adapters:
+            raise ValueError(f"{task.name}.lora: this stage trains every weight; remove lora")
         if is_rank0():
             self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
@@ -162,6 +170,8 @@ class Trainer:
             "stage": task.name,
             "mesh": {"pp": self.mesh.pp, "dp": self.mesh.dp, "tp": self.mesh.tp},
         }
+        if cfg.lora is not None:  # the loader merges a checkpoint's adapters with these settings
+            meta["lora"] = {**cfg.lora.model_dump(mode="json"), "scaling": cfg.lora.scaling}
         self.checkpointer = Checkpointer(
             self.out, meta, cfg.checkpoint.keep, cfg.checkpoint.async_save, on_checkpoint
         )
@@ -247,6 +257,7 @@ class Trainer:
         if hasattr(batch, "to"):  # tensor batches; others (preference groups) are laid out by their task
             batch = batch.to(self.device)
         loss, tokens = self.forward_backward(batch)
+        self.task.before_optimizer_step()
         grad_norm = clip_grad_norm(list(self.module.parameters()), self.cfg.optim.grad_clip, self.mesh)
         self.optimizer.step()
         self.scheduler.step()
@@ -291,7 +302,9 @@ class Trainer:
         self.checkpointer.save(self.module, self.optimizer, self._train_state(), event)
 
     def full_state_dict(self) -> dict[str, Tensor] | None:
-        """The trained module's whole weights on CPU, on rank 0 (None elsewhere); every rank must call it."""
+        """The trained module's whole weights on CPU, on rank 0 (None elsewhere); every rank must call it.
+
+        LoRA adapters come merged into the weights they adapt, under the plain names."""
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
         # cpu_offload keeps the gathered weights on global rank 0 only; pipeline stages gather their own.
@@ -303,7 +316,7 @@ class Trainer:
                 gathered, state if self.mesh.dp_rank == 0 else None, group=self.mesh.group("pp")
             )
             state = {k: v for part in gathered if part for k, v in part.items()}
-        return state if is_rank0() else None
+        return merged_weights(state, self.cfg.lora) if is_rank0() else None
 
     def full_model(self, model_cfg: ModelConfig, prefix: str = "") -> Transformer | None:
         """The whole language model (the trained module's ``prefix`` part) on rank 0, None elsewhere."""
@@ -317,9 +330,11 @@ class Trainer:
         )
         return model
 
-    def num_params(self) -> int:
-        """Parameters of the trained module over all shards and pipeline stages (a DTensor counts whole)."""
-        count = torch.tensor(float(sum(p.numel() for p in self.module.parameters())))
+    def num_params(self, trainable: bool = False) -> int:
+        """Parameters of the trained module over all shards and pipeline stages (a DTensor counts whole);
+        ``trainable``: only those the optimizer updates (with LoRA, the adapters and heads)."""
+        params = [p for p in self.module.parameters() if p.requires_grad or not trainable]
+        count = torch.tensor(float(sum(p.numel() for p in params)))
         if self.mesh.pp > 1:
             dist.all_reduce(count, group=self.mesh.group("pp"))
         return int(count)
@@ -339,7 +354,10 @@ class Trainer:
             self.log.log({"event": "resume", "step": self.step, "tokens_seen": self.tokens_seen})
         else:
             world = self.mesh.pp * self.mesh.dp * self.mesh.tp
-            self.log.log({"event": "start", "params": self.num_params(), "world": world})
+            record = {"event": "start", "params": self.num_params(), "world": world}
+            if cfg.lora is not None:
+                record["trainable_params"] = self.num_params(trainable=True)
+            self.log.log(record)
         window_tokens, window_start, window_losses = 0, time.perf_counter(), []
         while self.step < stop:
             changed = task.begin_step(self.step)

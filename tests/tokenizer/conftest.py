@@ -32,3 +32,17 @@ def train_slice(data_dir: Path, out: Path, morpheme_aware: bool) -> Path:
 @pytest.fixture(scope="session")
 def ablation_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return train_slice(data_dir, tmp_path_factory.mktemp("tok") / "ablation", morpheme_aware=False)
+
+
+@pytest.fixture(scope="session")
+def mistral_chat_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tokenizer.hf_chat_dirs import mistral_dir
+
+    return mistral_dir(data_dir, tmp_path_factory.mktemp("tok") / "mistral")
+
+
+@pytest.fixture(scope="session")
+def chatml_polyglot_dir(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.tokenizer.hf_chat_dirs import chatml_polyglot_dir
+
+    return chatml_polyglot_dir(data_dir, tmp_path_factory.mktemp("tok") / "polyglot")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hcx.tokenizer import TokenizerFormatError, load, train_tokenizer
+from hcx.tokenizer import HcxTokenizer, HfTokenizer, TokenizerFormatError, load, train_tokenizer
 from hcx.tokenizer.corpus import TokenizerInputError
 
 
@@ -83,11 +83,15 @@ def test_missing_tokenizer_file(tmp_path: Path):
 
 
 def test_incompatible_tokenizer_files(tmp_path: Path, data_dir: Path):
+    polyglot = data_dir / "tokenizers" / "polyglot-ko-30k" / "tokenizer.json"
     with pytest.raises(TokenizerFormatError, match="not the hcx regex"):
-        load(data_dir / "tokenizers" / "polyglot-ko-30k" / "tokenizer.json")
+        HcxTokenizer(polyglot)
+    assert isinstance(load(polyglot), HfTokenizer)
     wordpiece = tmp_path / "wordpiece.json"
     wordpiece.write_text(json.dumps({"model": {"type": "WordPiece", "vocab": {}}}))
     with pytest.raises(TokenizerFormatError, match="byte-level BPE"):
+        HcxTokenizer(wordpiece)
+    with pytest.raises(TokenizerFormatError, match=r"not a tokenizer\.json that `tokenizers` loads"):
         load(wordpiece)
     garbage = tmp_path / "garbage.json"
     garbage.write_bytes(b"\x00\xff not json")

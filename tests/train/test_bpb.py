@@ -1,0 +1,63 @@
+"""Bits per byte against a hand computation from the model's own forward."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from hcx.model import ModelConfig, Transformer
+from hcx.train.bpb import bits_per_byte, text_bits_per_byte
+
+BOS = 0
+
+
+@pytest.fixture(scope="module")
+def model() -> Transformer:
+    model = Transformer(ModelConfig(preset="tiny", vocab_size=4096, n_layers=2, max_seq_len=32))
+    model.init_weights(seed=7)
+    return model.eval()
+
+
+def by_hand(model: Transformer, docs: list[list[int]], n_bytes: int) -> float:
+    """Each document in windows of max_seq_len - 1 tokens, each window after BOS."""
+    window = model.cfg.max_seq_len - 1
+    nats = 0.0
+    for doc in docs:
+        for start in range(0, len(doc), window):
+            piece = doc[start : start + window]
+            with torch.no_grad():
+                logits = model(torch.tensor([[BOS, *piece]]))[0, :-1]
+            logprobs = logits.log_softmax(-1)
+            nats -= sum(logprobs[i, token].item() for i, token in enumerate(piece))
+    return nats / math.log(2) / n_bytes
+
+
+def test_matches_the_hand_computation_across_batches_and_windows(model):
+    generator = torch.Generator().manual_seed(0)
+    docs = [torch.randint(1, 4096, (n,), generator=generator).tolist() for n in (1, 5, 31, 32, 75)]
+    got = bits_per_byte(model, docs, n_bytes=987, bos_id=BOS, max_batch_tokens=64)
+    assert got == pytest.approx(by_hand(model, docs, 987), rel=1e-6)
+
+
+def test_text_version_counts_utf8_bytes(model, tok):
+    texts = ["한국어는 교착어이다.", "Bits per byte do not depend on the tokenizer."]
+    ids = [tok.encode(text) for text in texts]
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    assert n_bytes > sum(map(len, texts))
+    want = bits_per_byte(model, ids, n_bytes, bos_id=BOS)
+    assert text_bits_per_byte(model, tok.encode, texts, bos_id=BOS) == pytest.approx(want, rel=1e-12)
+
+
+def test_runs_in_the_model_dtype(model):
+    docs = [list(range(1, 40)), list(range(100, 120))]
+    full = bits_per_byte(model, docs, 200, bos_id=BOS)
+    half = bits_per_byte(copy.deepcopy(model).to(torch.bfloat16), docs, 200, bos_id=BOS)
+    assert half == pytest.approx(full, rel=0.02)
+
+
+def test_refuses_an_empty_byte_count(model):
+    with pytest.raises(ValueError, match="n_bytes"):
+        bits_per_byte(model, [[1, 2]], 0, bos_id=BOS)
