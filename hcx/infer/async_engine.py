@@ -51,6 +51,14 @@ class AsyncEngine:
         request = self.engine.make_request(prompt, params or SamplingParams(), request_id)
         return self._follow(request)
 
+    def open_samples(
+        self, prompt: Prompt, params: SamplingParams, n: int, request_id: str
+    ) -> list[AsyncIterator[Delta]]:
+        """``n`` streams of samples of one prompt, which compute the prompt once
+        (:meth:`Engine.make_samples`); bad input raises here."""
+        self._check_open(None)
+        return [self._follow(r) for r in self.engine.make_samples(prompt, params, n, request_id)]
+
     def _check_open(self, request_id: str | None) -> None:
         if self._closing:
             raise RuntimeError("the engine was closed")
@@ -92,6 +100,8 @@ class AsyncEngine:
             text="".join(d.text for d in deltas),
             finish_reason=last.finish_reason,
             stop_reason=last.stop_reason,
+            top_logprobs=[top for d in deltas for top in d.top_logprobs],
+            prompt_logprobs=deltas[0].prompt_logprobs,
         )
 
     def _start(self) -> None:

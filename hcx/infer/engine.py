@@ -23,9 +23,11 @@ import torch
 from tqdm import tqdm
 
 from hcx.infer.config import EngineConfig
+from hcx.infer.grammar import Grammars
 from hcx.infer.kv_pool import BlockPool
-from hcx.infer.request import Completion, Delta, Request
-from hcx.infer.sampling import SamplingParams, sample_tokens
+from hcx.infer.logits import adjust_logits
+from hcx.infer.request import Completion, Delta, Request, TokenLogprob, TopLogprobs
+from hcx.infer.sampling import SamplingParams, full_precision, sample_tokens
 from hcx.infer.scheduler import Scheduler
 from hcx.infer.scoring import ContinuationScore, score_continuations
 from hcx.infer.step import SequenceChunk, pack_step, paged_forward
@@ -34,6 +36,14 @@ from hcx.model.transformer import Transformer
 from hcx.tokenizer import Tokenizer
 
 Prompt = str | Sequence[int]
+
+
+def top_alternatives(logprobs: torch.Tensor, k: int, num_tokens: int) -> list[TopLogprobs]:
+    """The ``k`` most likely tokens of each row of ``logprobs`` (N, V), most likely first."""
+    if k == 0:
+        return [()] * len(logprobs)
+    values, ids = logprobs[:, :num_tokens].topk(k, dim=-1)
+    return [tuple(zip(i, v, strict=True)) for i, v in zip(ids.tolist(), values.tolist(), strict=True)]
 
 
 class Engine:
@@ -67,6 +77,11 @@ class Engine:
                 f"tokenizer has {self.num_tokens} tokens but the model only {model.cfg.vocab_size}: "
                 "they do not belong together"
             )
+        self.grammars = (
+            Grammars(tokenizer, [tokenizer.end_of_turn_id, tokenizer.eot_id])
+            if tokenizer is not None
+            else None
+        )
         self._requests: dict[str, Request] = {}
         self._ids = itertools.count()
         self._seeds = random.Random(self.cfg.seed)
@@ -106,6 +121,12 @@ class Engine:
             )
         if params.stop and self.tokenizer is None:
             raise ValueError(f"request {request_id}: stop strings need an engine with a tokenizer")
+        if any(not 0 <= t < vocab for t in params.logit_bias):
+            raise ValueError(
+                f"request {request_id}: logit_bias has token ids outside the vocabulary [0, {vocab})"
+            )
+        if params.grammar is not None and self.grammars is None:
+            raise ValueError(f"request {request_id}: a grammar needs an engine with a tokenizer")
         seed = params.seed if params.seed is not None else self._seeds.getrandbits(63)
         stop_ids = (
             self.default_stop_ids if params.stop_token_ids is None else frozenset(params.stop_token_ids)
@@ -117,7 +138,26 @@ class Engine:
             stop_ids=stop_ids,
             generator=torch.Generator(device=self.device).manual_seed(seed),
             text_stream=TextStream(self.tokenizer, params.stop) if self.tokenizer is not None else None,
+            grammar=self.grammars.matcher(params.grammar) if self.grammars and params.grammar else None,
         )
+
+    def make_samples(self, prompt: Prompt, params: SamplingParams, n: int, request_id: str) -> list[Request]:
+        """``n`` requests for one prompt (ids ``{request_id}-{i}``) that compute the prompt once.
+
+        Sample ``i`` draws with seed ``seed + i``, so sample 0 is what ``n=1`` gives with the
+        same seed, and the same seed gives the same samples.
+        """
+        seed = params.seed if params.seed is not None else self._seeds.getrandbits(62)
+        first = self.make_request(prompt, params.model_copy(update={"seed": seed}), f"{request_id}-0")
+        rest = [
+            self.make_request(
+                first.prompt_ids, params.model_copy(update={"seed": seed + i}), f"{request_id}-{i}"
+            )
+            for i in range(1, n)
+        ]
+        for sample in rest:
+            sample.parent = first
+        return [first, *rest]
 
     def add(self, request: Request) -> str:
         if request.request_id in self._requests:
@@ -168,35 +208,101 @@ class Engine:
             )
             for s in batch
         ]
-        sampling = [s.completes_prompt for s in batch]
+        completes = [s.completes_prompt for s in batch]
+        wanted = [
+            s.num_tokens if s.request.wants_prompt_logprobs else int(done)
+            for s, done in zip(batch, completes, strict=True)
+        ]
         logits = paged_forward(
-            self.model, self.pool, pack_step(chunks, sampling, self.pool.block_size, self.device)
+            self.model, self.pool, pack_step(chunks, wanted, self.pool.block_size, self.device)
         )
         self.num_steps += 1
-        for s in batch:
+        last_rows, offset = [], 0
+        for s, count, done in zip(batch, wanted, completes, strict=True):
+            if s.request.wants_prompt_logprobs:
+                self._record_prompt_logprobs(s.request, logits[offset : offset + count])
             s.request.num_computed += s.num_tokens
             self.num_computed_tokens += s.num_tokens
-        requests = [s.request for s, wanted in zip(batch, sampling, strict=True) if wanted]
+            offset += count
+            if done:
+                last_rows.append(offset - 1)
+        requests = [s.request for s, done in zip(batch, completes, strict=True) if done]
         if not requests:
             return []
-        tokens, logprobs = sample_tokens(
-            logits, [r.params for r in requests], [r.generator for r in requests], self.num_tokens
+        return self._sample(requests, logits[torch.tensor(last_rows, device=logits.device)])
+
+    def _record_prompt_logprobs(self, request: Request, logits: torch.Tensor) -> None:
+        """Log-probabilities of the prompt tokens that follow this chunk's positions."""
+        done = len(request.prompt_logprobs)
+        skip = done - request.num_computed  # positions already recorded before a preemption
+        targets = request.prompt_ids[done + 1 :][: len(logits) - skip]
+        if not targets:
+            return
+        logprobs = full_precision(logits[skip : skip + len(targets)]).log_softmax(dim=-1)
+        chosen = logprobs.gather(-1, torch.tensor(targets, device=logits.device)[:, None])[:, 0].tolist()
+        tops = top_alternatives(logprobs, request.params.prompt_logprobs or 0, self.num_tokens)
+        request.prompt_logprobs.extend(
+            TokenLogprob(t, lp, top) for t, lp, top in zip(targets, chosen, tops, strict=True)
         )
-        deltas = []
-        for request, token, logprob in zip(requests, tokens.tolist(), logprobs.tolist(), strict=True):
-            request.append(token, logprob)
+
+    def _sample(self, requests: list[Request], logits: torch.Tensor) -> list[Delta]:
+        scoring = [r for r in requests if r.params.max_new_tokens == 0]
+        deltas = [self._finish_scoring(r) for r in scoring]
+        if scoring:
+            keep = [i for i, r in enumerate(requests) if r.params.max_new_tokens > 0]
+            requests, logits = [requests[i] for i in keep], logits[keep]
+        if not requests:
+            return deltas
+        tokens, logprobs = sample_tokens(
+            logits,
+            [r.params for r in requests],
+            [r.generator for r in requests],
+            self.num_tokens,
+            adjusted=adjust_logits(logits, requests),
+        )
+        wanted_top = max(r.params.top_logprobs for r in requests)
+        tops = (
+            top_alternatives(full_precision(logits).log_softmax(dim=-1), wanted_top, self.num_tokens)
+            if wanted_top
+            else [()] * len(requests)
+        )
+        for request, token, logprob, top in zip(
+            requests, tokens.tolist(), logprobs.tolist(), tops, strict=True
+        ):
+            first = not request.output_ids
+            request.append(token, logprob, top[: request.params.top_logprobs])
             text = (
                 request.text_stream.release(final=request.finished) if request.text_stream is not None else ""
             )
             deltas.append(
                 Delta(
-                    request.request_id, [token], [logprob], text, request.finish_reason, request.stop_reason
+                    request.request_id,
+                    [token],
+                    [logprob],
+                    text,
+                    request.finish_reason,
+                    request.stop_reason,
+                    top_logprobs=[request.top_logprobs[-1]] if request.params.top_logprobs else [],
+                    prompt_logprobs=self._prompt_logprobs(request) if first else None,
                 )
             )
             if request.finished:
-                self.scheduler.finish(request)
-                del self._requests[request.request_id]
+                self._retire(request)
         return deltas
+
+    def _finish_scoring(self, request: Request) -> Delta:
+        """A request that only scores its prompt (``max_new_tokens`` 0) ends once the prompt is computed."""
+        request.finish_reason = "length"
+        self._retire(request)
+        return Delta(request.request_id, [], [], "", "length", prompt_logprobs=self._prompt_logprobs(request))
+
+    @staticmethod
+    def _prompt_logprobs(request: Request) -> list[TokenLogprob] | None:
+        return list(request.prompt_logprobs) if request.params.prompt_logprobs is not None else None
+
+    def _retire(self, request: Request) -> None:
+        self.scheduler.finish(request)
+        del self._requests[request.request_id]
 
     def _submit(
         self, prompts: Sequence[Prompt], params: SamplingParams | Sequence[SamplingParams] | None
@@ -245,6 +351,14 @@ class Engine:
         """Completions for ``prompts``, in input order (PPO rollouts, open-ended evaluation)."""
         requests = self._submit(prompts, params)
         done = {c.request_id: c for c in self._drain(requests, progress)}
+        return [done[r.request_id] for r in requests]
+
+    def sample(self, prompt: Prompt, params: SamplingParams, n: int) -> list[Completion]:
+        """``n`` samples of one prompt, computed from one cached copy of the prompt."""
+        requests = self.make_samples(prompt, params, n, f"req-{next(self._ids)}")
+        for request in requests:
+            self.add(request)
+        done = {c.request_id: c for c in self._drain(requests, progress=False)}
         return [done[r.request_id] for r in requests]
 
     def score(self, contexts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[ContinuationScore]:

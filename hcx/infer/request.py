@@ -7,10 +7,22 @@ from typing import Literal
 
 import torch
 
+from hcx.infer.grammar import GrammarMatcher
 from hcx.infer.sampling import SamplingParams
 from hcx.infer.text import TextStream
 
 FinishReason = Literal["stop", "length", "abort"]
+TopLogprobs = tuple[tuple[int, float], ...]
+"""The most likely tokens at one position and their log-probabilities, most likely first."""
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    """A prompt token's log-probability given the tokens before it, and the alternatives."""
+
+    token_id: int
+    logprob: float
+    top: TopLogprobs = ()
 
 
 @dataclass(eq=False)
@@ -21,6 +33,9 @@ class Request:
     are computed by the next steps. A preempted request drops its blocks, sets
     ``num_computed`` to 0 and recomputes prompt and output later; its generator keeps its
     state, so what it samples next is unchanged by the preemption.
+
+    ``parent``: another sample of the same prompt (``n > 1``) whose cached prompt this one
+    shares instead of computing it (see :class:`~hcx.infer.scheduler.Scheduler`).
     """
 
     request_id: str
@@ -29,8 +44,12 @@ class Request:
     stop_ids: frozenset[int]
     generator: torch.Generator
     text_stream: TextStream | None
+    grammar: GrammarMatcher | None = None
+    parent: Request | None = None
     tokens: list[int] = field(init=False)
     logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[TopLogprobs] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
     num_computed: int = 0
     blocks: list[int] = field(default_factory=list)
     finish_reason: FinishReason | None = None
@@ -52,10 +71,21 @@ class Request:
     def finished(self) -> bool:
         return self.finish_reason is not None
 
-    def append(self, token: int, logprob: float) -> None:
+    @property
+    def wants_prompt_logprobs(self) -> bool:
+        """Prompt log-probabilities were asked for and are not all computed yet."""
+        return (
+            self.params.prompt_logprobs is not None and len(self.prompt_logprobs) < len(self.prompt_ids) - 1
+        )
+
+    def append(self, token: int, logprob: float, top: TopLogprobs = ()) -> None:
         """Record a sampled token and decide whether the request is done."""
         self.tokens.append(token)
         self.logprobs.append(logprob)
+        if self.params.top_logprobs:
+            self.top_logprobs.append(top)
+        if self.grammar is not None:
+            self.grammar.advance(token)
         if token in self.stop_ids:
             self.finish_reason, self.stop_reason = "stop", token
         elif self.text_stream is not None and self.text_stream.push(token):
@@ -76,6 +106,8 @@ class Delta:
     text: str
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
+    top_logprobs: list[TopLogprobs] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] | None = None
 
     @property
     def finished(self) -> bool:
@@ -98,6 +130,8 @@ class Completion:
     finish_reason: FinishReason
     stop_reason: str | int | None = None
     num_preemptions: int = 0
+    top_logprobs: list[TopLogprobs] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] | None = None
 
     @classmethod
     def of(cls, request: Request) -> Completion:
@@ -111,4 +145,8 @@ class Completion:
             finish_reason=request.finish_reason,
             stop_reason=request.stop_reason,
             num_preemptions=request.num_preemptions,
+            top_logprobs=list(request.top_logprobs),
+            prompt_logprobs=list(request.prompt_logprobs)
+            if request.params.prompt_logprobs is not None
+            else None,
         )

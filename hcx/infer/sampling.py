@@ -1,5 +1,8 @@
 """Per-request sampling: greedy, temperature, top-k, top-p, with a generator per request.
 
+Penalties, logit bias and grammar masks change the logits a request chooses from
+(:mod:`hcx.infer.logits`); the log-probabilities it reports stay the model's own.
+
 Each request owns a ``torch.Generator`` seeded from its ``seed``, and draws exactly one
 exponential vector per generated token, so what it samples depends only on its own logits
 and seed, never on which other requests share the batch (the Gumbel-max trick in its
@@ -12,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 from torch import Tensor
 
 from hcx.config import Section
@@ -23,9 +26,10 @@ class SamplingParams(Section):
 
     ``stop_token_ids=None`` means the engine's defaults (the tokenizer's end-of-turn and
     end-of-text); ``[]`` disables stopping on tokens. Stop strings need a tokenizer.
+    ``max_new_tokens=0`` only scores the prompt (with ``prompt_logprobs``).
     """
 
-    max_new_tokens: int = Field(default=256, ge=1)
+    max_new_tokens: int = Field(default=256, ge=0)
     temperature: float = Field(default=1.0, ge=0.0)
     top_k: int = Field(default=0, ge=0, description="0: no top-k filter")
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
@@ -38,9 +42,42 @@ class SamplingParams(Section):
         "tempered policy samples from (PPO's ppo.temperature), instead of the model's own",
     )
 
+    top_logprobs: int = Field(
+        default=0, ge=0, le=20, description="most likely alternatives reported per generated token"
+    )
+    prompt_logprobs: int | None = Field(
+        default=None,
+        ge=0,
+        le=20,
+        description="report each prompt token's log-probability and this many alternatives",
+    )
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[int, float] = Field(default_factory=dict, description="token id -> added logit")
+    grammar: str | None = Field(
+        default=None, description="an llguidance grammar the output must follow (hcx.infer.grammar)"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SamplingParams:
+        if self.max_new_tokens == 0 and self.prompt_logprobs is None:
+            raise ValueError("max_new_tokens 0 generates nothing: it needs prompt_logprobs")
+        if any(not -100.0 <= bias <= 100.0 for bias in self.logit_bias.values()):
+            raise ValueError("logit_bias values must lie in [-100, 100]")
+        return self
+
     @property
     def greedy(self) -> bool:
         return self.temperature == 0.0
+
+    @property
+    def adjusts_logits(self) -> bool:
+        return bool(self.presence_penalty or self.frequency_penalty or self.logit_bias or self.grammar)
+
+
+def full_precision(logits: Tensor) -> Tensor:
+    """Half-precision logits as float32 (softmax over a large vocabulary needs it); others as they are."""
+    return logits.float() if logits.dtype in (torch.float16, torch.bfloat16) else logits
 
 
 def filter_top_k_top_p(logits: Tensor, top_k: Tensor, top_p: Tensor) -> Tensor:
@@ -65,30 +102,31 @@ def sample_tokens(
     params: Sequence[SamplingParams],
     generators: Sequence[torch.Generator],
     num_tokens: int | None = None,
+    adjusted: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Next token per row of ``logits`` (B, V) and its log-probability under the model.
 
     The returned log-probabilities are of the unmodified distribution ``log_softmax(logits)``
     (what evaluation and untempered PPO need), not of the filtered one; a request with
     ``tempered_logprobs`` gets ``log_softmax(logits / temperature)`` instead.
+    Tokens are chosen from ``adjusted`` when given (logits after penalties, bias and
+    grammar masks), else from ``logits``.
     Only ids below ``num_tokens`` are drawn: a model's vocabulary is rounded up past the
     tokenizer's, and the padding ids decode to nothing.
     """
-    if logits.dtype in (torch.float16, torch.bfloat16):
-        logits = logits.float()
+    logits = full_precision(logits)
     logprobs = logits.log_softmax(dim=-1)
-    tokens = logits[:, :num_tokens].argmax(dim=-1)
+    choose_from = full_precision(adjusted) if adjusted is not None else logits
+    tokens = choose_from[:, :num_tokens].argmax(dim=-1)
     sampled = [i for i, p in enumerate(params) if not p.greedy]
     if sampled:
         rows = torch.tensor(sampled, device=logits.device)
         temperatures = torch.tensor([params[i].temperature for i in sampled], device=logits.device)
-        scaled = logits[rows] / temperatures[:, None]
-        tempered = [
-            j for j, i in enumerate(sampled) if params[i].tempered_logprobs and params[i].temperature != 1.0
-        ]
+        tempered = [i for i in sampled if params[i].tempered_logprobs and params[i].temperature != 1.0]
         if tempered:
-            logprobs[rows[tempered]] = scaled[tempered].log_softmax(dim=-1)
-        scaled = scaled[:, :num_tokens]
+            t = torch.tensor([params[i].temperature for i in tempered], device=logits.device)
+            logprobs[tempered] = (logits[tempered] / t[:, None]).log_softmax(dim=-1)
+        scaled = choose_from[rows][:, :num_tokens] / temperatures[:, None]
         if any(params[i].top_k > 0 or params[i].top_p < 1.0 for i in sampled):
             top_k = torch.tensor([params[i].top_k for i in sampled], device=logits.device)
             top_p = torch.tensor([params[i].top_p for i in sampled], device=logits.device)

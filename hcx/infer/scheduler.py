@@ -11,6 +11,12 @@ Blocks are taken as tokens are computed, not reserved for the longest possible o
 When a running request needs a block and none is free, the youngest running request is
 preempted (its blocks freed, recomputed later) — the policy of vLLM's recompute mode —
 so cache memory never exceeds the pool and no request is refused for load.
+
+Several samples of one prompt (``n > 1``) compute the prompt once: a sample whose
+``parent`` is still running waits until the parent has cached all but the prompt's last
+token, then shares the parent's full blocks and copies its partial one, and computes only
+that last token itself (whose logits it samples from). If the parent is gone by then, the
+sample computes the prompt on its own.
 """
 
 from __future__ import annotations
@@ -83,6 +89,8 @@ class Scheduler:
                 budget -= n
         while self.waiting and budget > 0 and len(self.running) < self.cfg.max_running:
             request = self.waiting[0]
+            if request.parent is not None and not self._fork(request):
+                break
             n = min(request.num_pending, budget)
             needed = self.pool.blocks_for(n)
             if self.pool.num_free - needed < self.cfg.watermark_blocks or not self._grow(request, n):
@@ -92,6 +100,28 @@ class Scheduler:
             batch.append(Scheduled(request, n))
             budget -= n
         return batch
+
+    def _fork(self, request: Request) -> bool:
+        """Share the parent's cached prompt; False while the parent is still computing it."""
+        parent, shared = request.parent, len(request.prompt_ids) - 1
+        assert parent is not None
+        if parent in self.running and parent.num_computed < shared:
+            return False
+        request.parent = None
+        computes_itself = request.num_computed > 0 or request.params.prompt_logprobs is not None
+        if parent not in self.running or shared == 0 or computes_itself:
+            return True
+        full, rest = divmod(shared, self.pool.block_size)
+        if self.pool.num_free - (1 if rest else 0) < self.cfg.watermark_blocks + 1:
+            request.parent = parent
+            return False
+        request.blocks = self.pool.share(parent.blocks[:full])
+        if rest:
+            [block] = self.pool.allocate(1)
+            self.pool.copy_tokens(parent.blocks[full], block, rest)
+            request.blocks.append(block)
+        request.num_computed = shared
+        return True
 
     def finish(self, request: Request) -> None:
         """Remove a finished or aborted request wherever it is and free its blocks."""

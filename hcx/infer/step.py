@@ -95,12 +95,13 @@ def group_by_context_length(
 
 def pack_step(
     chunks: Sequence[SequenceChunk],
-    logits_for: Sequence[bool],
+    logits_for: Sequence[int],
     block_size: int,
     device=None,
     free_padding: int = 2048,
 ) -> PackedStep:
-    """Lay out one step; ``logits_for[i]`` asks for the logits of chunk i's last token.
+    """Lay out one step; ``logits_for[i]`` asks for the logits of chunk i's last that many tokens
+    (``True``/1: the last, which samples; all of them: prompt log-probabilities).
 
     Each chunk's ``blocks`` must already cover positions up to ``start + len(token_ids)``.
     ``free_padding``: see :func:`group_by_context_length`.
@@ -113,8 +114,7 @@ def pack_step(
             tokens.append(token)
             positions.append(pos)
             slots.append(chunk.blocks[pos // block_size] * block_size + pos % block_size)
-        if want:
-            wanted.append(len(tokens) - 1)
+        wanted.extend(range(len(tokens) - int(want), len(tokens)))
     decoding = [i for i, c in enumerate(chunks) if len(c.token_ids) == 1]
     prefilling = [i for i, c in enumerate(chunks) if len(c.token_ids) > 1]
     groups = [

@@ -1,8 +1,11 @@
 """The OpenAI-compatible HTTP API and the web chat page (SPEC §8), on the engine's continuous batching.
 
-Every request becomes one engine request (one per prompt for a batch of completion
-prompts) fed by :class:`~hcx.infer.async_engine.AsyncEngine`, so all clients share the
-running batch. A client that goes away — a closed stream, or a dropped connection while a
+Every choice becomes one engine request (``n`` per prompt; the samples of a prompt share
+its cache) fed by :class:`~hcx.infer.async_engine.AsyncEngine`, so all clients share the
+running batch. Log-probabilities, ``echo``, penalties, ``logit_bias``, ``response_format``
+and forced tool calls are engine features (:mod:`hcx.infer`); this module maps their
+OpenAI spellings and shapes, and parses tool calls out of the answers
+(:mod:`hcx.serve.tool_calls`). A client that goes away — a closed stream, or a dropped connection while a
 non-streaming request waits — aborts its engine requests, freeing their batch slots and
 cache blocks before the next step. Refusals use the OpenAI error shape
 ``{"error": {"message", "type", "param", "code"}}`` with a message that says what is wrong,
@@ -18,6 +21,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -33,12 +37,16 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from hcx.config import Section
 from hcx.infer.async_engine import AsyncEngine
 from hcx.infer.engine import Engine
-from hcx.infer.request import Delta
+from hcx.infer.grammar import GrammarError, json_grammar, lark_grammar
+from hcx.infer.request import Delta, TokenLogprob, TopLogprobs
 from hcx.infer.sampling import SamplingParams
+from hcx.serve.logprobs import TokenTexts, chat_logprobs, completion_logprobs
 from hcx.serve.openai_schema import (
     ApiRequest,
     ChatCompletionRequest,
     CompletionRequest,
+    NamedToolChoice,
+    chat_choice,
     chat_chunk,
     chat_completion,
     error_body,
@@ -48,6 +56,7 @@ from hcx.serve.openai_schema import (
     usage,
     usage_chunk,
 )
+from hcx.serve.tool_calls import ToolCall, ToolCallStream, parse_tool_calls, tool_call_lark
 from hcx.tokenizer import Tokenizer
 from hcx.tokenizer.chat import ChatFormatError
 from hcx.tokenizer.specials import FIM_MIDDLE, FIM_PREFIX, FIM_SUFFIX
@@ -227,6 +236,7 @@ class OpenAIServer:
         self.streams = AsyncEngine(engine)
         self.config = config
         self.context_length = engine.model.cfg.max_seq_len
+        self.texts = TokenTexts(self.tokenizer)
         self.created = int(time.time())
 
     # --- checks -------------------------------------------------------------------------
@@ -239,11 +249,11 @@ class OpenAIServer:
                 code="model_not_found",
             )
 
-    def sampling(self, body: ApiRequest, prompt_tokens: int, param: str) -> SamplingParams:
+    def sampling(self, body: ApiRequest, prompt_tokens: int, param: str, **extra: Any) -> SamplingParams:
         """Engine sampling parameters, after checking the token budget against limits and context."""
         limit = min(self.config.max_tokens or self.context_length, self.context_length)
         room = self.context_length - prompt_tokens
-        if room <= 0:
+        if room <= 0 and body.max_tokens != 0:
             raise ApiError(
                 400,
                 f"the prompt has {prompt_tokens} tokens; the model's context is {self.context_length} tokens "
@@ -264,28 +274,56 @@ class OpenAIServer:
                 code="context_length_exceeded",
             )
         return SamplingParams(
-            max_new_tokens=body.max_tokens or min(limit, room),
+            max_new_tokens=body.max_tokens if body.max_tokens is not None else min(limit, room),
             temperature=body.temperature,
             top_p=body.top_p,
             top_k=body.top_k,
             stop=body.stop_strings,
             seed=body.seed,
             stop_token_ids=[] if body.ignore_eos else None,
+            presence_penalty=body.presence_penalty,
+            frequency_penalty=body.frequency_penalty,
+            logit_bias=body.token_bias,
+            **extra,
         )
 
-    def open_stream(self, prompt: list[int], params: SamplingParams, request_id: str):
+    def open_samples(
+        self, prompt: list[int], params: SamplingParams, n: int, request_id: str
+    ) -> list[AsyncIterator[Delta]]:
         try:
-            return self.streams.open_stream(prompt, params, request_id)
+            return self.streams.open_samples(prompt, params, n, request_id)
+        except GrammarError as error:
+            raise ApiError(400, f"the output grammar was refused: {error}", param="response_format") from None
         except ValueError as error:
             raise ApiError(400, str(error)) from None
         except RuntimeError as error:
             raise ApiError(503, str(error), type_="server_error") from None
 
+    def grammar(self, body: ApiRequest) -> str | None:
+        """The grammar ``response_format`` (or a forced tool call) puts on the output, if any."""
+        tools = body.tools if isinstance(body, ChatCompletionRequest) else None
+        try:
+            if isinstance(body, ChatCompletionRequest) and body.forces_tool_call:
+                named = (
+                    body.tool_choice.function.name if isinstance(body.tool_choice, NamedToolChoice) else None
+                )
+                return lark_grammar(tool_call_lark([t.model_dump() for t in tools or []], named))
+            format_ = body.response_format
+            if format_ is None or format_.type == "text":
+                return None
+            schema = format_.json_schema.schema_ if format_.json_schema is not None else None
+            return json_grammar(schema if format_.type == "json_schema" else None)
+        except (GrammarError, ValueError) as error:
+            raise ApiError(400, f"the output grammar was refused: {error}", param="response_format") from None
+
     # --- prompts ------------------------------------------------------------------------
     def chat_prompt(self, body: ChatCompletionRequest) -> list[int]:
         turns = [message.as_turn() for message in body.messages]
+        tools = [t.model_dump(exclude_none=True) for t in body.tools or []] if body.uses_tools else None
         try:
-            return self.tokenizer.encode_chat({"messages": turns}, add_generation_prompt=True).ids
+            return self.tokenizer.encode_chat(
+                {"messages": turns}, add_generation_prompt=True, tools=tools
+            ).ids
         except ChatFormatError as error:
             raise ApiError(400, f"messages: {error}", param="messages") from None
 
@@ -309,61 +347,154 @@ class OpenAIServer:
             ) from None
         return [start, fim[0], *ids, fim[1], *self.tokenizer.encode(suffix), fim[2]]
 
-    # --- endpoints ----------------------------------------------------------------------
+    # --- chat ---------------------------------------------------------------------------
     async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:
         self.check_model(body)
         prompt = self.chat_prompt(body)
-        params = self.sampling(body, len(prompt), param="messages")
+        top = (body.top_logprobs or 0) if body.logprobs else 0
+        params = self.sampling(
+            body, len(prompt), param="messages", top_logprobs=top, grammar=self.grammar(body)
+        )
         id_, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.config.served_name
-        deltas = self.open_stream(prompt, params, id_)
+        streams = self.open_samples(prompt, params, body.n, id_)
         if body.stream:
             return EventStreamResponse(
-                self._chat_events(deltas, id_, created, len(prompt), body.include_usage), headers=SSE_HEADERS
+                self._chat_events(streams, id_, created, len(prompt), body), headers=SSE_HEADERS
             )
-        text, tokens, finish = await unless_disconnected(request, _collect(deltas))
-        return json_response(chat_completion(id_, created, model, text, finish, usage(len(prompt), tokens)))
+        results = await unless_disconnected(request, asyncio.gather(*(_collect(s) for s in streams)))
+        choices = [self._chat_choice(i, result, body) for i, result in enumerate(results)]
+        tokens = sum(len(r.token_ids) for r in results)
+        return json_response(chat_completion(id_, created, model, choices, usage(len(prompt), tokens)))
+
+    def _chat_choice(self, index: int, result: Collected, body: ChatCompletionRequest) -> dict[str, Any]:
+        content: str | None = result.text
+        calls: list[ToolCall] = []
+        if body.uses_tools:
+            content, calls = parse_tool_calls(result.text)
+        logprobs = (
+            chat_logprobs(self.texts, result.token_ids, result.logprobs, result.top_logprobs)
+            if body.logprobs
+            else None
+        )
+        finish = "tool_calls" if calls and result.finish == "stop" else result.finish
+        return chat_choice(index, content, finish, logprobs, [c.to_openai() for c in calls])
 
     async def _chat_events(
-        self, deltas: AsyncIterator[Delta], id_: str, created: int, prompt_tokens: int, include_usage: bool
+        self,
+        streams: list[AsyncIterator[Delta]],
+        id_: str,
+        created: int,
+        prompt_tokens: int,
+        body: ChatCompletionRequest,
     ) -> AsyncIterator[bytes]:
         model = self.config.served_name
-        yield sse(chat_chunk(id_, created, model, {"role": "assistant", "content": ""}))
+        for index in range(len(streams)):
+            yield sse(chat_chunk(id_, created, model, {"role": "assistant", "content": ""}, index=index))
+        tool_streams = [ToolCallStream() for _ in streams] if body.uses_tools else None
+        called = [0] * len(streams)
         tokens = 0
-        async with contextlib.aclosing(deltas):  # type: ignore[type-var]
+        async with contextlib.aclosing(merged(streams)) as deltas:
             try:
-                async for delta in deltas:
+                async for index, delta in deltas:
                     tokens += len(delta.token_ids)
-                    if delta.text:
-                        yield sse(chat_chunk(id_, created, model, {"content": delta.text}))
+                    logprobs = (
+                        chat_logprobs(self.texts, delta.token_ids, delta.logprobs, delta.top_logprobs)
+                        if body.logprobs
+                        else None
+                    )
+                    if tool_streams is None:
+                        if delta.text or logprobs:
+                            chunk = chat_chunk(
+                                id_, created, model, {"content": delta.text}, None, index, logprobs
+                            )
+                            yield sse(chunk)
+                    else:
+                        stream = tool_streams[index]
+                        events = [*stream.push(delta.text), *(stream.finish() if delta.finished else [])]
+                        for event in events:
+                            if isinstance(event, ToolCall):
+                                message = {"tool_calls": [{"index": called[index], **event.to_openai()}]}
+                                called[index] += 1
+                            else:
+                                message = {"content": event}
+                            yield sse(chat_chunk(id_, created, model, message, None, index, logprobs))
+                            logprobs = None
+                        if logprobs:
+                            yield sse(chat_chunk(id_, created, model, {"content": ""}, None, index, logprobs))
                     if delta.finished:
-                        yield sse(chat_chunk(id_, created, model, {}, delta.finish_reason))
+                        finish = (
+                            "tool_calls"
+                            if called[index] and delta.finish_reason == "stop"
+                            else delta.finish_reason
+                        )
+                        yield sse(chat_chunk(id_, created, model, {}, finish, index))
             except Exception as error:
                 yield sse(error_body(f"generation failed: {error}", "server_error"))
                 return
-        if include_usage:
+        if body.include_usage:
             yield sse(usage_chunk(id_, created, model, "chat.completion.chunk", usage(prompt_tokens, tokens)))
         yield SSE_DONE
 
+    # --- text completions ---------------------------------------------------------------
     async def complete(self, request: Request, body: CompletionRequest) -> Response:
         self.check_model(body)
         prompts = [self.completion_prompt(p, body.suffix) for p in body.prompts]
-        params = [self.sampling(body, len(p), param="prompt") for p in prompts]
+        scores_prompt = body.echo and (body.logprobs is not None or body.max_tokens == 0)
+        extra = {
+            "top_logprobs": body.logprobs or 0,
+            "prompt_logprobs": (body.logprobs or 0) if scores_prompt else None,
+            "grammar": self.grammar(body),
+        }
+        params = [self.sampling(body, len(p), param="prompt", **extra) for p in prompts]
         id_, created, model = f"cmpl-{uuid.uuid4().hex}", int(time.time()), self.config.served_name
-        # Streams join the engine when first iterated: refusing a later prompt leaves nothing behind.
+        # Validate every prompt before any stream opens, so a refused prompt leaves nothing behind.
         streams = [
-            self.open_stream(prompt, sp, f"{id_}-{i}")
+            stream
             for i, (prompt, sp) in enumerate(zip(prompts, params, strict=True))
+            for stream in self.open_samples(prompt, sp, body.n, f"{id_}-{i}")
+        ]
+        echoed = [
+            self._echoed(raw, ids) if body.echo else ""
+            for raw, ids in zip(body.prompts, prompts, strict=True)
         ]
         prompt_tokens = sum(len(p) for p in prompts)
         if body.stream:
             return EventStreamResponse(
-                self._completion_events(streams, id_, created, prompt_tokens, body.include_usage),
+                self._completion_events(streams, id_, created, prompt_tokens, body, prompts, echoed),
                 headers=SSE_HEADERS,
             )
         results = await unless_disconnected(request, asyncio.gather(*(_collect(s) for s in streams)))
-        choices = [text_choice(i, text, finish) for i, (text, _, finish) in enumerate(results)]
-        tokens = sum(n for _, n, _ in results)
+        choices = []
+        for index, result in enumerate(results):
+            which = index // body.n
+            logprobs = self._text_logprobs(body, prompts[which], result)
+            choices.append(text_choice(index, echoed[which] + result.text, result.finish, logprobs))
+        tokens = sum(len(r.token_ids) for r in results)
         return json_response(text_completion(id_, created, model, choices, usage(prompt_tokens, tokens)))
+
+    def _echoed(self, raw: str | list[int], ids: list[int]) -> str:
+        return raw if isinstance(raw, str) else self.tokenizer.decode(ids)
+
+    def _text_logprobs(
+        self, body: CompletionRequest, prompt: list[int], result: Collected, offset: int = 0
+    ) -> dict[str, list] | None:
+        """The choice's ``logprobs`` (from character ``offset`` on): with echo, the prompt's tokens
+        first. Offsets add up the token texts, as vLLM's do."""
+        if body.logprobs is None:
+            return None
+        entries: list[TokenLogprob | int] = []
+        if body.echo and result.prompt_logprobs is not None:
+            entries = [prompt[0], *result.prompt_logprobs]
+        entries += [
+            TokenLogprob(t, lp, top)
+            for t, lp, top in zip(
+                result.token_ids,
+                result.logprobs,
+                result.top_logprobs or [()] * len(result.token_ids),
+                strict=True,
+            )
+        ]
+        return completion_logprobs(self.texts, entries, offset)
 
     async def _completion_events(
         self,
@@ -371,21 +502,39 @@ class OpenAIServer:
         id_: str,
         created: int,
         prompt_tokens: int,
-        include_usage: bool,
+        body: CompletionRequest,
+        prompts: list[list[int]],
+        echoed: list[str],
     ) -> AsyncIterator[bytes]:
         model = self.config.served_name
         tokens = 0
+        started = [False] * len(streams)
+        offsets = [0] * len(streams)
         async with contextlib.aclosing(merged(streams)) as deltas:
             try:
                 async for index, delta in deltas:
                     tokens += len(delta.token_ids)
-                    if delta.text or delta.finished:
-                        choice = text_choice(index, delta.text, delta.finish_reason)
+                    which = index // body.n
+                    text = delta.text
+                    if not started[index]:
+                        started[index] = True
+                        text = echoed[which] + text
+                    result = Collected(
+                        token_ids=delta.token_ids,
+                        logprobs=delta.logprobs,
+                        top_logprobs=delta.top_logprobs,
+                        prompt_logprobs=delta.prompt_logprobs,
+                    )
+                    logprobs = self._text_logprobs(body, prompts[which], result, offsets[index])
+                    if logprobs is not None:
+                        offsets[index] += sum(map(len, logprobs["tokens"]))
+                    if text or delta.finished or logprobs:
+                        choice = text_choice(index, text, delta.finish_reason, logprobs)
                         yield sse(text_completion(id_, created, model, [choice], None))
             except Exception as error:
                 yield sse(error_body(f"generation failed: {error}", "server_error"))
                 return
-        if include_usage:
+        if body.include_usage:
             yield sse(usage_chunk(id_, created, model, "text_completion", usage(prompt_tokens, tokens)))
         yield SSE_DONE
 
@@ -403,16 +552,33 @@ class OpenAIServer:
         }
 
 
-async def _collect(deltas: AsyncIterator[Delta]) -> tuple[str, int, str]:
-    """Text, generated token count and finish reason of a whole stream."""
+@dataclass
+class Collected:
+    """What a stream (or one delta of it) produced."""
+
+    text: str = ""
+    token_ids: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    top_logprobs: list[TopLogprobs] = field(default_factory=list)
+    prompt_logprobs: list[TokenLogprob] | None = None
+    finish: str = "abort"
+
+
+async def _collect(deltas: AsyncIterator[Delta]) -> Collected:
+    """A whole stream, gathered."""
+    result = Collected()
     pieces: list[str] = []
-    tokens, finish = 0, "abort"
     async with contextlib.aclosing(deltas):  # type: ignore[type-var]
         async for delta in deltas:
             pieces.append(delta.text)
-            tokens += len(delta.token_ids)
-            finish = delta.finish_reason or finish
-    return "".join(pieces), tokens, finish
+            result.token_ids += delta.token_ids
+            result.logprobs += delta.logprobs
+            result.top_logprobs += delta.top_logprobs
+            if delta.prompt_logprobs is not None:
+                result.prompt_logprobs = delta.prompt_logprobs
+            result.finish = delta.finish_reason or result.finish
+    result.text = "".join(pieces)
+    return result
 
 
 def _validation_message(error: RequestValidationError) -> tuple[str, str | None]:

@@ -31,6 +31,12 @@ def serve(
     dtype: Annotated[
         str, typer.Option(help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, ...")
     ] = "auto",
+    quantize: Annotated[
+        str,
+        typer.Option(
+            help="none or int8: weight-only int8 linear layers (fastest on CPU with --dtype bfloat16)"
+        ),
+    ] = "none",
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -48,6 +54,7 @@ def serve(
         "port": port,
         "device": device,
         "dtype": dtype,
+        "quantize": quantize,
         "api": {"served_name": served_name or str(checkpoint), "api_key": api_key},
         "engine": {"max_running": max_batch},
     }

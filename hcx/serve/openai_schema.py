@@ -2,11 +2,11 @@
 
 Requests are validated here, so a bad field is refused with the field's name before
 anything reaches the engine. Parameters the engine cannot honour are refused rather than
-silently ignored (``n > 1``, ``logprobs``, penalties other than 0); harmless ones that only
-label a request (``user``, ``metadata``) are accepted. ``top_k`` and ``ignore_eos`` (no
-stop at end-of-turn: fixed-length outputs for benchmarks) are extensions, as in vLLM. Responses are plain dicts built by the functions below: the server writes one per
-generated token when streaming, and a dict serialised by ``orjson`` costs a fraction of a
-pydantic model.
+silently ignored (``best_of`` > 1, unknown fields); harmless ones that only label a
+request (``user``, ``metadata``) are accepted. ``top_k`` and ``ignore_eos`` (no stop at
+end-of-turn: fixed-length outputs for benchmarks) are extensions, as in vLLM. Responses are
+plain dicts built by the functions below: the server writes one per generated token when
+streaming, and a dict serialised by ``orjson`` costs a fraction of a pydantic model.
 """
 
 from __future__ import annotations
@@ -19,46 +19,72 @@ MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
 
 
-class StreamOptions(BaseModel):
+MAX_CHOICES = 16
+MAX_TOP_LOGPROBS = 20
+
+
+class Strict(BaseModel):
+    """A request part whose unknown fields are errors that name them."""
+
     model_config = ConfigDict(extra="forbid")
 
+
+class JsonSchemaFormat(Strict):
+    name: str = "response"
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(default=None, alias="schema")
+    strict: bool | None = None
+
+
+class ResponseFormat(Strict):
+    """``text``, ``json_object`` (any JSON object) or ``json_schema`` (JSON matching a schema)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and (self.json_schema is None or self.json_schema.schema_ is None):
+            raise ValueError("type json_schema needs json_schema.schema")
+        return self
+
+
+class StreamOptions(Strict):
     include_usage: bool = False
 
 
-class ApiRequest(BaseModel):
+class ApiRequest(Strict):
     """Fields shared by chat and text completions; unknown fields are errors that name them."""
 
-    model_config = ConfigDict(extra="forbid")
-
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = Field(default=None, ge=0)
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
     top_k: int = Field(default=0, ge=0, description="extension: 0 keeps every token")
     ignore_eos: bool = Field(default=False, description="extension: run to max_tokens (benchmarks)")
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=0, lt=2**63)
-    n: int = 1
+    seed: int | None = Field(default=None, ge=0, lt=2**62)
+    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
     stream: bool = False
     stream_options: StreamOptions | None = None
-    presence_penalty: float = 0.0
-    frequency_penalty: float = 0.0
+    presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    response_format: ResponseFormat | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
 
-    @field_validator("n")
+    @field_validator("logit_bias")
     @classmethod
-    def _one_choice(cls, n: int) -> int:
-        if n != 1:
-            raise ValueError("only n=1 is supported; send several requests for several samples")
-        return n
+    def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
+        for key in bias or {}:
+            if not key.isdigit():
+                raise ValueError(f"keys are token ids; {key!r} is not one")
+        return bias
 
-    @field_validator("presence_penalty", "frequency_penalty")
-    @classmethod
-    def _no_penalty(cls, value: float) -> float:
-        if value != 0.0:
-            raise ValueError("penalties are not supported; leave it at 0")
-        return value
+    @property
+    def token_bias(self) -> dict[int, float]:
+        return {int(k): v for k, v in (self.logit_bias or {}).items()}
 
     @field_validator("stop")
     @classmethod
@@ -79,36 +105,93 @@ class ApiRequest(BaseModel):
         return self.stream_options is not None and self.stream_options.include_usage
 
 
-class TextPart(BaseModel):
+class TextPart(Strict):
     """One part of a message whose content is a list (the newer OpenAI clients send these)."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["text"]
     text: str
 
 
-class ChatMessage(BaseModel):
-    """A chat turn. ``developer`` is OpenAI's newer name for ``system`` and is rendered as one."""
+class FunctionCall(Strict):
+    name: str
+    arguments: str
 
-    model_config = ConfigDict(extra="forbid")
 
-    role: Literal["system", "developer", "user", "assistant"]
-    content: str | list[TextPart]
+class ToolCallItem(Strict):
+    """A tool call of an earlier assistant turn, as the client sends it back."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class ChatMessage(Strict):
+    """A chat turn. ``developer`` is OpenAI's newer name for ``system`` and is rendered as one;
+    ``tool`` carries a tool's result back to the model."""
+
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCallItem] | None = None
+    tool_call_id: str | None = None
+
+    @model_validator(mode="after")
+    def _content_given(self) -> ChatMessage:
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError(f"a {self.role} message needs content")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
 
     @property
     def text(self) -> str:
+        if self.content is None:
+            return ""
         return self.content if isinstance(self.content, str) else "".join(p.text for p in self.content)
 
-    def as_turn(self) -> dict[str, str]:
-        return {"role": "system" if self.role == "developer" else self.role, "content": self.text}
+    def as_turn(self) -> dict[str, Any]:
+        turn: dict[str, Any] = {
+            "role": "system" if self.role == "developer" else self.role,
+            "content": self.text,
+        }
+        if self.tool_calls:
+            turn["tool_calls"] = [call.model_dump() for call in self.tool_calls]
+        if self.tool_call_id is not None:
+            turn["tool_call_id"] = self.tool_call_id
+        if self.name is not None and self.role == "tool":
+            turn["name"] = self.name
+        return turn
+
+
+class FunctionSpec(Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.\-]{1,64}$")]
+    description: str | None = None
+    parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+    strict: bool | None = None
+
+
+class Tool(Strict):
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class NamedFunction(Strict):
+    name: str
+
+
+class NamedToolChoice(Strict):
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ChatCompletionRequest(ApiRequest):
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
     max_completion_tokens: int | None = Field(default=None, ge=1)
-    logprobs: Literal[False] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    tools: list[Tool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
+    parallel_tool_calls: bool = True
 
     @model_validator(mode="after")
     def _one_token_limit(self) -> ChatCompletionRequest:
@@ -116,7 +199,27 @@ class ChatCompletionRequest(ApiRequest):
             raise ValueError("give max_tokens or max_completion_tokens, not both")
         if self.max_completion_tokens is not None:
             self.max_tokens = self.max_completion_tokens
+        if self.max_tokens == 0:
+            raise ValueError("max_tokens must be at least 1 for a chat completion")
+        if self.top_logprobs is not None and not self.logprobs:
+            raise ValueError("top_logprobs needs logprobs: true")
+        if self.tool_choice not in (None, "none") and not self.tools:
+            raise ValueError("tool_choice needs tools")
+        if isinstance(self.tool_choice, NamedToolChoice) and self.tool_choice.function.name not in {
+            t.function.name for t in self.tools or []
+        }:
+            raise ValueError(f"tool_choice names {self.tool_choice.function.name!r}, which is not in tools")
+        if self.forces_tool_call and self.response_format is not None and self.response_format.type != "text":
+            raise ValueError("a forced tool call and response_format cannot both constrain the output")
         return self
+
+    @property
+    def uses_tools(self) -> bool:
+        return bool(self.tools) and self.tool_choice != "none"
+
+    @property
+    def forces_tool_call(self) -> bool:
+        return self.tool_choice == "required" or isinstance(self.tool_choice, NamedToolChoice)
 
 
 TokenIds = Annotated[list[int], Field(min_length=1)]
@@ -136,9 +239,17 @@ class CompletionRequest(ApiRequest):
         | Annotated[list[TokenIds], Field(min_length=1)]
     )
     suffix: str | None = None
-    echo: Literal[False] = False
-    logprobs: None = None
-    best_of: Literal[1] | None = None
+    echo: bool = False
+    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    best_of: Literal[1] | None = Field(default=None, description="only 1: send n for several samples")
+
+    @model_validator(mode="after")
+    def _scoring_only(self) -> CompletionRequest:
+        if self.max_tokens == 0 and not self.echo:
+            raise ValueError("max_tokens 0 generates nothing: it needs echo (to score the prompt)")
+        if self.echo and self.suffix is not None:
+            raise ValueError("echo and suffix cannot be combined")
+        return self
 
     @field_validator("prompt", mode="before")
     @classmethod
@@ -177,39 +288,64 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
 
 
 def chat_completion(
-    id_: str, created: int, model: str, text: str, finish_reason: str, usage_: dict[str, int]
+    id_: str, created: int, model: str, choices: list[dict[str, Any]], usage_: dict[str, int]
 ) -> dict[str, Any]:
     return {
         "id": id_,
         "object": "chat.completion",
         "created": created,
         "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": None,
-                "finish_reason": finish_reason,
-            }
-        ],
+        "choices": choices,
         "usage": usage_,
     }
 
 
-def chat_chunk(
-    id_: str, created: int, model: str, delta: dict[str, str], finish_reason: str | None = None
+def chat_choice(
+    index: int,
+    content: str | None,
+    finish_reason: str,
+    logprobs: list[dict[str, Any]] | None = None,
+    tool_calls: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return {
+        "index": index,
+        "message": message,
+        "logprobs": {"content": logprobs, "refusal": None} if logprobs is not None else None,
+        "finish_reason": finish_reason,
+    }
+
+
+def chat_chunk(
+    id_: str,
+    created: int,
+    model: str,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    index: int = 0,
+    logprobs: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    choice = {
+        "index": index,
+        "delta": delta,
+        "logprobs": {"content": logprobs, "refusal": None} if logprobs is not None else None,
+        "finish_reason": finish_reason,
+    }
     return {
         "id": id_,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [choice],
     }
 
 
-def text_choice(index: int, text: str, finish_reason: str | None) -> dict[str, Any]:
-    return {"index": index, "text": text, "logprobs": None, "finish_reason": finish_reason}
+def text_choice(
+    index: int, text: str, finish_reason: str | None, logprobs: dict[str, list] | None = None
+) -> dict[str, Any]:
+    return {"index": index, "text": text, "logprobs": logprobs, "finish_reason": finish_reason}
 
 
 def text_completion(

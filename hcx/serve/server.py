@@ -1,11 +1,8 @@
 """``hcx serve``: load an HF-format checkpoint, build the engine and the API, run uvicorn.
 
-What loads: a directory with a Llama ``config.json``, ``*.safetensors`` weights (one file
-or shards, any float dtype) and an hcx ``tokenizer.json`` — what ``hcx pretrain``, ``hcx sft``
-and ``hcx ppo`` export, and the same model re-saved by ``transformers``
-(``save_pretrained`` of ``LlamaForCausalLM`` and ``AutoTokenizer``). A Llama checkpoint
-with another tokenizer does not load: the chat template and special tokens are hcx's
-(SPEC §5.1); ``tokenizer`` may point to an hcx tokenizer elsewhere.
+What loads is what :func:`hcx.model.load.load_model` loads: hcx's own exports, the same
+re-saved by ``transformers``, and Llama/Mistral/Qwen2 checkpoints with their own tokenizer
+and chat template; ``tokenizer`` may point to a tokenizer elsewhere.
 
 Shutdown (SIGTERM or Ctrl-C) is uvicorn's graceful one: the socket stops accepting, open
 requests (streams included) run to the end for up to ``shutdown_grace_s`` seconds, then
@@ -26,6 +23,7 @@ from rich.console import Console
 from hcx.config import Section
 from hcx.infer.config import EngineConfig
 from hcx.infer.engine import Engine
+from hcx.infer.quantize import Quantization, quantize_weights
 from hcx.model.load import load_model, resolve_device
 from hcx.serve.api import ApiConfig, create_app
 
@@ -41,6 +39,9 @@ class ServeConfig(Section):
     dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = Field(
         default="auto", description="auto: bfloat16 on GPU (SPEC §3), float32 on CPU"
     )
+    quantize: Quantization = Field(
+        default="none", description="int8: weight-only int8 linear layers (hcx.infer.quantize)"
+    )
     threads: int | None = Field(default=None, ge=1, description="torch CPU threads; none: torch's default")
     shutdown_grace_s: int = Field(
         default=30, ge=0, description="how long open requests may finish on shutdown"
@@ -55,11 +56,12 @@ def build_app(cfg: ServeConfig) -> FastAPI:
         torch.set_num_threads(cfg.threads)
     device, dtype = resolve_device(cfg.device, cfg.dtype)
     loaded = load_model(cfg.checkpoint, device, dtype, tokenizer=cfg.tokenizer)
-    model, tokenizer = loaded.model, loaded.tokenizer()
+    model, tokenizer = quantize_weights(loaded.model, cfg.quantize), loaded.tokenizer()
     engine = Engine(model, tokenizer, cfg.engine)
+    weights = " int8 weights," if cfg.quantize == "int8" else ""
     Console(stderr=True).print(
         f"serving {cfg.checkpoint} as {cfg.api.served_name!r}: {model.cfg.num_params() / 1e6:.1f}M parameters, "
-        f"{device} {str(dtype).removeprefix('torch.')}, context {model.cfg.max_seq_len} tokens, "
+        f"{device} {str(dtype).removeprefix('torch.')},{weights} context {model.cfg.max_seq_len} tokens, "
         f"up to {cfg.engine.max_running} requests per batch; web chat at http://{cfg.host}:{cfg.port}/",
         highlight=False,
     )

@@ -16,6 +16,7 @@ from functools import lru_cache
 from typing import Any, ClassVar
 
 import jinja2
+import jinja2.meta
 from jinja2.ext import Extension
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
@@ -48,18 +49,30 @@ def _tojson(
     )
 
 
-@lru_cache(maxsize=32)
-def compile_template(source: str) -> jinja2.Template:
+@lru_cache(maxsize=1)
+def _environment() -> ImmutableSandboxedEnvironment:
     env = ImmutableSandboxedEnvironment(
         trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationBlock, jinja2.ext.loopcontrols]
     )
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = lambda fmt: datetime.now().strftime(fmt)
+    return env
+
+
+@lru_cache(maxsize=32)
+def compile_template(source: str) -> jinja2.Template:
     try:
-        return env.from_string(source)
+        return _environment().from_string(source)
     except jinja2.TemplateSyntaxError as exc:
         raise ChatFormatError(f"the chat template is not valid Jinja: {exc} (line {exc.lineno})") from None
+
+
+@lru_cache(maxsize=32)
+def template_reads(source: str, name: str) -> bool:
+    """Whether the template reads the variable ``name`` (``tools``: whether it can show tools at all)."""
+    compile_template(source)
+    return name in jinja2.meta.find_undeclared_variables(_environment().parse(source))
 
 
 def render_chat(
@@ -67,13 +80,19 @@ def render_chat(
     messages: Sequence[Mapping[str, Any]],
     add_generation_prompt: bool,
     tokens: Mapping[str, str | None],
+    tools: Sequence[Mapping[str, Any]] | None = None,
 ) -> str:
-    """The template's text for ``messages``; ``tokens`` gives ``bos_token``, ``eos_token`` & co."""
+    """The template's text for ``messages``; ``tokens`` gives ``bos_token``, ``eos_token`` & co.
+
+    ``tools`` are passed as ``transformers`` passes JSON-schema tools; a template that never reads
+    ``tools`` is refused rather than silently dropping them."""
+    if tools and not template_reads(template, "tools"):
+        raise ChatFormatError("the chat template does not render tools (it never reads `tools`)")
     try:
         return compile_template(template).render(
             messages=list(messages),
             add_generation_prompt=add_generation_prompt,
-            tools=None,
+            tools=list(tools) if tools is not None else None,
             documents=None,
             **tokens,
         )

@@ -39,6 +39,7 @@ from hcx.tokenizer.tokenizer import TokenizerFormatError
 
 EOS_NAMES = ("</s>", "<|endoftext|>", "<|end_of_text|>", "<eos>")
 PROBE = ({"role": "user", "content": "Hello"}, {"role": "assistant", "content": "Hi"})
+Tools = Sequence[Mapping[str, Any]]
 
 
 def _never_prepend(node: Any) -> bool:
@@ -210,38 +211,48 @@ class HfTokenizer:
         """UTF-8 of :meth:`decode` (a character cut between tokens is U+FFFD there, not its bytes)."""
         return self.decode(ids).encode("utf-8")
 
-    def render_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> str:
+    def render_chat(
+        self, conversation: Conversation, add_generation_prompt: bool = False, tools: Tools | None = None
+    ) -> str:
         if not self.chat_tokens.template:
             raise ChatFormatError(
                 f"{self.path.parent}: no chat template (chat_template in tokenizer_config.json); "
                 "set chat.template"
             )
         messages = conversation_messages(conversation)
-        return render_chat(self.chat_tokens.template, messages, add_generation_prompt, self._template_tokens)
+        return render_chat(
+            self.chat_tokens.template, messages, add_generation_prompt, self._template_tokens, tools
+        )
 
-    def encode_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> ChatIds:
+    def encode_chat(
+        self, conversation: Conversation, add_generation_prompt: bool = False, tools: Tools | None = None
+    ) -> ChatIds:
         """The template's ids; the mask is derived for complete conversations (a generation
-        prompt, which nothing trains on, gets an all-False mask)."""
+        prompt, which nothing trains on, gets an all-False mask). ``tools`` and messages with
+        ``tool_calls`` or the ``tool`` role are the template's to render; a reply's tool calls are
+        trained like its text."""
         messages = conversation_messages(conversation)
-        text = self.render_chat(messages, add_generation_prompt)
-        encoded = self._encode_rendered(text, self._content_spans(messages, text))
+        text = self.render_chat(messages, add_generation_prompt, tools)
+        encoded = self._encode_rendered(text, self._content_spans(messages, text, tools))
         mask = [False] * len(encoded.ids)
         if not add_generation_prompt:
-            for start, end in self._reply_spans(messages, text, encoded):
+            for start, end in self._reply_spans(messages, text, encoded, tools):
                 for k, (a, b) in enumerate(encoded.spans):
                     mask[k] = mask[k] or (a >= start and b <= end)
         return ChatIds(encoded.ids, mask)
 
     def _prefix_length(
-        self, text: str, messages: Sequence[Mapping[str, Any]], generation: bool
+        self, text: str, messages: Sequence[Mapping[str, Any]], generation: bool, tools: Tools | None
     ) -> int | None:
         try:
-            head = self.render_chat(messages, generation)
+            head = self.render_chat(messages, generation, tools)
         except ChatFormatError:
             return None
         return len(head) if text.startswith(head) else None
 
-    def _content_spans(self, messages: list[Mapping[str, Any]], text: str) -> list[tuple[int, int]]:
+    def _content_spans(
+        self, messages: list[Mapping[str, Any]], text: str, tools: Tools | None
+    ) -> list[tuple[int, int]]:
         """Where each message's content lies in ``text``, searched in order; only needed (and only
         computed) when some content holds a special-token string that must stay text."""
         pattern = self._special_re
@@ -253,7 +264,7 @@ class HfTokenizer:
         for j, content in enumerate(contents):
             if not isinstance(content, str) or not content:
                 continue
-            lower = self._prefix_length(text, messages[:j], False) or 0
+            lower = self._prefix_length(text, messages[:j], False, tools) or 0
             at = text.find(content, max(cursor, lower))
             if at < 0:
                 if found := pattern.search(content):
@@ -322,7 +333,7 @@ class HfTokenizer:
                     )
 
     def _reply_spans(
-        self, messages: list[Mapping[str, Any]], text: str, encoded: _Encoded
+        self, messages: list[Mapping[str, Any]], text: str, encoded: _Encoded, tools: Tools | None
     ) -> list[tuple[int, int]]:
         """Character spans of each assistant reply: from the end of its generation prompt to the end
         of the end-of-turn token that closes it."""
@@ -333,8 +344,8 @@ class HfTokenizer:
         for index, message in enumerate(messages):
             if message.get("role") != "assistant":
                 continue
-            start = self._prefix_length(text, messages[:index], True)
-            stop = self._prefix_length(text, messages[: index + 1], False)
+            start = self._prefix_length(text, messages[:index], True, tools)
+            stop = self._prefix_length(text, messages[: index + 1], False, tools)
             if start is None or stop is None:
                 raise ChatFormatError(
                     f"message {index}: the chat template does not render the conversation up to this reply "

@@ -74,7 +74,14 @@ class Tokenizer(Protocol):
 
     def decode_bytes(self, ids: Sequence[int]) -> bytes: ...
 
-    def encode_chat(self, conversation: Conversation, add_generation_prompt: bool = False) -> ChatIds:
+    def encode_chat(
+        self,
+        conversation: Conversation,
+        add_generation_prompt: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
+    ) -> ChatIds:
         """Ids of a ``{"messages": [...]}`` conversation in the chat format; the mask marks the
-        assistant replies and the end-of-turn token closing each (what SFT trains on)."""
+        assistant replies and the end-of-turn token closing each (what SFT trains on). ``tools``
+        (OpenAI ``tools`` shape) go to the chat format's tool markup; messages may then carry
+        ``tool_calls`` (assistant) and have the role ``tool``."""
         ...

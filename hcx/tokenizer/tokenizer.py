@@ -154,11 +154,13 @@ class HcxTokenizer:
         self,
         conversation: Mapping[str, Any] | Sequence[Mapping[str, Any]],
         add_generation_prompt: bool = False,
+        tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> ChatIds:
-        """Ids of a ``{"messages": [...]}`` conversation with the turn tokens (SPEC §5.1)."""
+        """Ids of a ``{"messages": [...]}`` conversation with the turn tokens (SPEC §5.1), ``tools``
+        described in the system turn (:mod:`hcx.tokenizer.tool_markup`)."""
         ids: list[int] = []
         mask: list[bool] = []
-        for segment in chat_segments(conversation, add_generation_prompt):
+        for segment in chat_segments(conversation, add_generation_prompt, tools):
             piece = [self._specials[segment.text]] if segment.special else self.encode(segment.text)
             ids.extend(piece)
             mask.extend([segment.assistant] * len(piece))
