@@ -138,6 +138,7 @@ class ThreadRollouts:
         weights = self.weights()
         with self.weights_lock:
             self.copy.load_state_dict(weights)
+            self.engine.forget_cached_prefixes()
         with self.released:
             self.version, self.last_batch = version, version + self.max_lag
             self.released.notify_all()

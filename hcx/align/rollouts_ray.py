@@ -67,6 +67,7 @@ class RolloutActor:
             return
         if version != self.version:
             self.model.load_state_dict(ray.get(weights[0]))
+            self.engine.forget_cached_prefixes()
             self.version = version
         yield from stream_rollouts(
             self.engine, requests, version, self.worker, lambda: round_ <= self.aborted_round

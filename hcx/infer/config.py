@@ -24,6 +24,9 @@ class EngineConfig(Section):
     watermark_blocks: int = Field(
         default=0, ge=0, description="free blocks kept back when admitting, to spare running sequences"
     )
+    prefix_caching: bool = Field(
+        default=True, description="reuse the cached keys and values of earlier requests' identical prefixes"
+    )
     seed: int = Field(default=0, description="draws the seeds of requests that give none")
     score_batch_tokens: int = Field(default=4096, ge=1, description="padded tokens per scoring forward")
 

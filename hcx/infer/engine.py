@@ -181,6 +181,15 @@ class Engine:
         request.finish_reason = "abort"
         return Delta(request_id, [], [], "", "abort")
 
+    def forget_cached_prefixes(self) -> None:
+        """Call after changing the model's weights: cached prefixes were computed with the old ones."""
+        self.pool.forget()
+
+    @property
+    def prefix_cache_hit_rate(self) -> float:
+        """Share of admitted requests' tokens whose keys and values came from the cache."""
+        return self.scheduler.num_prefix_hits / max(1, self.scheduler.num_prefix_queried)
+
     def has_unfinished(self) -> bool:
         return self.scheduler.has_unfinished()
 
@@ -223,13 +232,16 @@ class Engine:
                 self._record_prompt_logprobs(s.request, logits[offset : offset + count])
             s.request.num_computed += s.num_tokens
             self.num_computed_tokens += s.num_tokens
+            self.scheduler.publish(s.request)
             offset += count
             if done:
                 last_rows.append(offset - 1)
         requests = [s.request for s, done in zip(batch, completes, strict=True) if done]
         if not requests:
             return []
-        return self._sample(requests, logits[torch.tensor(last_rows, device=logits.device)])
+        if len(last_rows) < len(logits):  # some rows were prompt positions (prompt log-probabilities)
+            logits = logits[torch.tensor(last_rows, device=logits.device)]
+        return self._sample(requests, logits)
 
     def _record_prompt_logprobs(self, request: Request, logits: torch.Tensor) -> None:
         """Log-probabilities of the prompt tokens that follow this chunk's positions."""

@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 from hcx.infer.grammar import GrammarMatcher
+from hcx.infer.kv_pool import BlockKey
 from hcx.infer.sampling import SamplingParams
 from hcx.infer.text import TextStream
 
@@ -34,6 +35,9 @@ class Request:
     ``num_computed`` to 0 and recomputes prompt and output later; its generator keeps its
     state, so what it samples next is unchanged by the preemption.
 
+    ``block_keys`` identify its full blocks by content (prefix caching); the first
+    ``num_published`` tokens' blocks are published.
+
     ``parent``: another sample of the same prompt (``n > 1``) whose cached prompt this one
     shares instead of computing it (see :class:`~hcx.infer.scheduler.Scheduler`).
     """
@@ -52,6 +56,8 @@ class Request:
     prompt_logprobs: list[TokenLogprob] = field(default_factory=list)
     num_computed: int = 0
     blocks: list[int] = field(default_factory=list)
+    block_keys: list[BlockKey] = field(default_factory=list)
+    num_published: int = 0
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
     num_preemptions: int = 0

@@ -17,6 +17,14 @@ Several samples of one prompt (``n > 1``) compute the prompt once: a sample whos
 token, then shares the parent's full blocks and copies its partial one, and computes only
 that last token itself (whose logits it samples from). If the parent is gone by then, the
 sample computes the prompt on its own.
+
+With prefix caching (``EngineConfig.prefix_caching``) every full block a request computes is
+published by content (:class:`~hcx.infer.kv_pool.BlockPool`), and a request joining the
+batch first holds the published blocks of its longest cached prefix — a shared system
+prompt, the earlier turns of a chat, the few shots of an evaluation prompt, its own blocks
+from before a preemption — and computes only the rest. At least the last known token is
+always computed, so the request has logits to sample from. Requests that report prompt
+log-probabilities compute their whole prompt (they still publish it).
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from hcx.infer.config import EngineConfig
-from hcx.infer.kv_pool import BlockPool
+from hcx.infer.kv_pool import BlockPool, extend_keys
 from hcx.infer.request import Request
 
 
@@ -47,6 +55,8 @@ class Scheduler:
         self.waiting: deque[Request] = deque()
         self.running: list[Request] = []
         self.num_preemptions = 0
+        self.num_prefix_queried = 0  # tokens of admitted requests that needed keys and values
+        self.num_prefix_hits = 0  # of those, found in the cache
 
     def add(self, request: Request) -> None:
         self.waiting.append(request)
@@ -65,8 +75,7 @@ class Scheduler:
 
     def _preempt(self, request: Request) -> None:
         self.running.remove(request)
-        self.pool.release(request.blocks)
-        request.num_computed = 0
+        self._drop_blocks(request)
         request.num_preemptions += 1
         self.num_preemptions += 1
         self.waiting.appendleft(request)
@@ -91,15 +100,43 @@ class Scheduler:
             request = self.waiting[0]
             if request.parent is not None and not self._fork(request):
                 break
+            if self.cfg.prefix_caching and request.num_computed == 0:
+                self._reuse_cached_prefix(request)
             n = min(request.num_pending, budget)
             needed = self.pool.blocks_for(n)
             if self.pool.num_free - needed < self.cfg.watermark_blocks or not self._grow(request, n):
+                self._drop_blocks(request)  # held blocks would keep others from running
                 break
+            self.num_prefix_queried += request.num_pending + request.num_computed
+            self.num_prefix_hits += request.num_computed
             self.waiting.popleft()
             self.running.append(request)
             batch.append(Scheduled(request, n))
             budget -= n
         return batch
+
+    def _drop_blocks(self, request: Request) -> None:
+        self.pool.release(request.blocks)
+        request.num_computed = 0
+        request.num_published = 0
+
+    def _reuse_cached_prefix(self, request: Request) -> None:
+        if request.params.prompt_logprobs is not None:
+            return
+        reusable = (len(request.tokens) - 1) // self.pool.block_size
+        keys = extend_keys(request.block_keys, request.tokens, self.pool.block_size, reusable)
+        request.blocks = self.pool.lookup(keys[:reusable])
+        request.num_computed = request.num_published = len(request.blocks) * self.pool.block_size
+
+    def publish(self, request: Request) -> None:
+        """Publish the blocks ``request`` has filled since the last call (with prefix caching)."""
+        full = request.num_computed // self.pool.block_size
+        if not self.cfg.prefix_caching or full <= request.num_published // self.pool.block_size:
+            return
+        keys = extend_keys(request.block_keys, request.tokens, self.pool.block_size, full)
+        for i in range(request.num_published // self.pool.block_size, full):
+            self.pool.publish(request.blocks[i], keys[i])
+        request.num_published = full * self.pool.block_size
 
     def _fork(self, request: Request) -> bool:
         """Share the parent's cached prompt; False while the parent is still computing it."""

@@ -454,37 +454,39 @@ class OpenAIServer:
             for stream in self.open_samples(prompt, sp, body.n, f"{id_}-{i}")
         ]
         echoed = [
-            self._echoed(raw, ids) if body.echo else ""
+            (raw if isinstance(raw, str) else self.tokenizer.decode(ids)) if body.echo else ""
             for raw, ids in zip(body.prompts, prompts, strict=True)
+        ]
+        # A text prompt's document start was added here: it is neither echoed nor listed.
+        unscored = [
+            [] if isinstance(raw, str) else ids[:1] for raw, ids in zip(body.prompts, prompts, strict=True)
         ]
         prompt_tokens = sum(len(p) for p in prompts)
         if body.stream:
             return EventStreamResponse(
-                self._completion_events(streams, id_, created, prompt_tokens, body, prompts, echoed),
+                self._completion_events(streams, id_, created, prompt_tokens, body, unscored, echoed),
                 headers=SSE_HEADERS,
             )
         results = await unless_disconnected(request, asyncio.gather(*(_collect(s) for s in streams)))
         choices = []
         for index, result in enumerate(results):
             which = index // body.n
-            logprobs = self._text_logprobs(body, prompts[which], result)
+            logprobs = self._text_logprobs(body, unscored[which], result)
             choices.append(text_choice(index, echoed[which] + result.text, result.finish, logprobs))
         tokens = sum(len(r.token_ids) for r in results)
         return json_response(text_completion(id_, created, model, choices, usage(prompt_tokens, tokens)))
 
-    def _echoed(self, raw: str | list[int], ids: list[int]) -> str:
-        return raw if isinstance(raw, str) else self.tokenizer.decode(ids)
-
     def _text_logprobs(
-        self, body: CompletionRequest, prompt: list[int], result: Collected, offset: int = 0
+        self, body: CompletionRequest, unscored: list[int], result: Collected, offset: int = 0
     ) -> dict[str, list] | None:
         """The choice's ``logprobs`` (from character ``offset`` on): with echo, the prompt's tokens
-        first. Offsets add up the token texts, as vLLM's do."""
+        first, ``unscored`` (a token-id prompt's first token) with ``null``. Offsets add up the
+        token texts, as vLLM's do."""
         if body.logprobs is None:
             return None
         entries: list[TokenLogprob | int] = []
         if body.echo and result.prompt_logprobs is not None:
-            entries = [prompt[0], *result.prompt_logprobs]
+            entries = [*unscored, *result.prompt_logprobs]
         entries += [
             TokenLogprob(t, lp, top)
             for t, lp, top in zip(
@@ -503,7 +505,7 @@ class OpenAIServer:
         created: int,
         prompt_tokens: int,
         body: CompletionRequest,
-        prompts: list[list[int]],
+        unscored: list[list[int]],
         echoed: list[str],
     ) -> AsyncIterator[bytes]:
         model = self.config.served_name
@@ -525,7 +527,7 @@ class OpenAIServer:
                         top_logprobs=delta.top_logprobs,
                         prompt_logprobs=delta.prompt_logprobs,
                     )
-                    logprobs = self._text_logprobs(body, prompts[which], result, offsets[index])
+                    logprobs = self._text_logprobs(body, unscored[which], result, offsets[index])
                     if logprobs is not None:
                         offsets[index] += sum(map(len, logprobs["tokens"]))
                     if text or delta.finished or logprobs:
@@ -549,6 +551,8 @@ class OpenAIServer:
             "cache_blocks": self.engine.pool.num_blocks,
             "steps": self.engine.num_steps,
             "computed_tokens": self.engine.num_computed_tokens,
+            "prefix_cache_hit_rate": round(self.engine.prefix_cache_hit_rate, 4),
+            "cached_blocks": self.engine.pool.num_cached,
         }
 
 

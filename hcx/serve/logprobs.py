@@ -2,8 +2,8 @@
 
 Chat completions list each generated token with its bytes and its most likely
 alternatives; text completions give parallel lists (``tokens``, ``token_logprobs``,
-``top_logprobs``, ``text_offset``), where, with ``echo``, the prompt's tokens come first and
-the first of them has no log-probability (``null``). A token that ends inside a UTF-8
+``top_logprobs``, ``text_offset``), where, with ``echo``, the prompt's tokens come first (a
+token-id prompt's first token has no log-probability: ``null``). A token that ends inside a UTF-8
 character (byte-level BPE splits a Hangul syllable's 3 bytes) has no text of its own: its
 ``token`` shows U+FFFD and ``bytes`` (chat) holds the exact bytes. A text completion's
 ``top_logprobs`` maps token text to log-probability, with the chosen token included as

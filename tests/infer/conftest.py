@@ -38,3 +38,10 @@ def model(tok: HcxTokenizer) -> Transformer:
 def korean_prompts(tok: HcxTokenizer, data_dir: Path) -> list[list[int]]:
     """Chat prompts from user turns of the Korean SFT set, spread over the file."""
     return chat_prompt_ids(tok, read_user_turns(data_dir / "sft" / "ko.jsonl.gz", limit=32, every=331))
+
+
+@pytest.fixture(scope="session")
+def korean_turns(data_dir: Path) -> list[str]:
+    """Real Korean user turns from the shared SFT set, short enough to leave room for answers."""
+    turns = read_user_turns(data_dir / "sft" / "ko.jsonl.gz", limit=400, every=13)
+    return [t for t in turns if 10 <= len(t) <= 300][:96]

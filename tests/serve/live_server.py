@@ -26,7 +26,6 @@ import uvicorn
 
 from hcx.infer.config import EngineConfig
 from hcx.infer.engine import Engine
-from hcx.infer.prompts import read_user_turns
 from hcx.infer.request import Completion
 from hcx.infer.sampling import SamplingParams
 from hcx.model import ModelConfig, Transformer
@@ -66,13 +65,6 @@ class LiveServer:
         deadline = time.monotonic() + timeout
         while self.engine.has_unfinished() and time.monotonic() < deadline:
             time.sleep(0.02)
-
-
-@pytest.fixture(scope="session")
-def korean_turns(data_dir: Path) -> list[str]:
-    """Real Korean user turns from the shared SFT set, short enough to leave room for answers."""
-    turns = read_user_turns(data_dir / "sft" / "ko.jsonl.gz", limit=400, every=13)
-    return [t for t in turns if 10 <= len(t) <= 300][:96]
 
 
 @pytest.fixture(scope="session")
