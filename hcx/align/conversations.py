@@ -41,6 +41,12 @@ class SftExample:
         """Next-token targets of :attr:`inputs`: token ``i+1`` where it is trained on."""
         return self.labels[1:]
 
+    @property
+    def prompt_ids(self) -> list[int]:
+        """The conversation up to its first trained token: the prompt of the first answer."""
+        first = next((i for i, label in enumerate(self.labels) if label != IGNORE_INDEX), len(self.ids))
+        return self.ids[:first]
+
 
 def check_messages(messages: Any) -> list[dict[str, str]]:
     """Return the messages if they form a trainable conversation, else raise :class:`Rejected`."""

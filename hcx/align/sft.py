@@ -243,4 +243,17 @@ def sft(cfg: SftConfig, on_checkpoint: Callable[[CheckpointSaved], None] | None 
         (trainer.out / "sft_summary.json").write_text(
             json.dumps(result.metrics, indent=1, ensure_ascii=False)
         )
+        write_held_out_prompts(trainer.held_out, trainer.out / HELD_OUT_PROMPTS)
     return result
+
+
+HELD_OUT_PROMPTS = "held_out_prompts.jsonl"
+
+
+def write_held_out_prompts(held_out: dict[str, list[SftExample]], path: Path) -> None:
+    """The held-out conversations' first prompts (chat-template token ids, ending in the assistant
+    header) per language: what ``eval.answers`` asks the SFT and PPO models, never trained on."""
+    with path.open("w", encoding="utf-8") as f:
+        for language, examples in held_out.items():
+            for example in examples:
+                f.write(json.dumps({"language": language, "prompt_ids": example.prompt_ids}) + "\n")

@@ -6,9 +6,11 @@ the command line.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 
+from hcx.eval.answers import compare_answers
 from hcx.eval.backend import HcxLM
 from hcx.eval.config import EvalConfig
 from hcx.eval.local_data import default_data_dir
@@ -86,7 +88,17 @@ def evaluate_recipe(cfg: EvalConfig) -> dict[str, EvalReport]:
         for name, path in cfg.checkpoints.items()
     }
     radar_chart(reports, out / "radar.png")
+    if cfg.answers is not None:
+        rates = compare_answers(cfg.checkpoints, cfg.answers, out)
+        log_stage_metrics(out, {f"answers/{name}/{k}": v for name, r in rates.items() for k, v in r.items()})
     return reports
+
+
+def log_stage_metrics(out: Path, metrics: dict[str, float]) -> None:
+    """Append one step record to ``out/train_log.jsonl``: the pipeline tails that file into the
+    stage's MLflow run (for the eval stage as for training stages)."""
+    with (out / "train_log.jsonl").open("a", encoding="utf-8") as f:
+        f.write(json.dumps({"step": 0, **metrics}) + "\n")
 
 
 def hf_lm(model: str | Path, batch_size: int):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 
 from hcx.config import Section
+from hcx.eval.answers import AnswersConfig
 
 
 class EvalConfig(Section):
@@ -21,3 +22,6 @@ class EvalConfig(Section):
         default=False, description="fail on a benchmark missing from data_dir (else skip it)"
     )
     log_mlflow: bool = False
+    answers: AnswersConfig | None = Field(
+        default=None, description="also answer the SFT's held-out prompts with every checkpoint (answers.md)"
+    )

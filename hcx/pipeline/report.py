@@ -118,7 +118,7 @@ def training_curves(result: PipelineResult, logs: dict[str, Path], out: Path) ->
     return _save(fig, out)
 
 
-def print_summary(result: PipelineResult, plan_outputs: dict[str, Path], curves: Path | None) -> None:
+def print_summary(result: PipelineResult, plan_outputs: dict[str, str | Path], curves: Path | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -150,6 +150,36 @@ def print_summary(result: PipelineResult, plan_outputs: dict[str, Path], curves:
             )
         console.print(evals)
         console.print(f"{len(done)} of {len(result.evaluations)} checkpoint evaluations recorded")
+    for output in plan_outputs.values():
+        if output and (Path(output) / "answers.json").is_file():
+            print_answers(console, Path(output) / "answers.json")
     if curves is not None:
         console.print(f"training curves: {curves}")
     console.print(f"MLflow: {ui_command(result.tracking_uri)}  (parent run {result.parent_run_id})")
+
+
+def print_answers(console, path: Path) -> None:
+    """The rates of ``answers.json`` per model, and each model's answer to the first prompt per language."""
+    from rich.table import Table
+
+    from hcx.eval.answers import RATES
+
+    record = json.loads(path.read_text(encoding="utf-8"))
+    names = list(record["rates"])
+    table = Table(
+        title=f"what the models say: {record['prompts']} held-out prompts ({path.with_suffix('.md')})"
+    )
+    for column in ("rate", *names):
+        table.add_column(column)
+    for rate in RATES:
+        table.add_row(rate, *(f"{record['rates'][name][rate]:.3g}" for name in names))
+    console.print(table)
+    first = record["answers"][names[0]]
+    for language in dict.fromkeys(a["language"] for a in first):
+        i = next(i for i, a in enumerate(first) if a["language"] == language)
+        console.print(
+            f"[bold]{language}[/bold] {' '.join(first[i]['prompt'].split())[:200]}", highlight=False
+        )
+        for name in names:
+            text = " ".join(record["answers"][name][i]["text"].split())[:200]
+            console.print(f"  {name}: {text or '(empty)'}", highlight=False)

@@ -5,8 +5,11 @@ from pathlib import Path
 import pytest
 
 from hcx.align.config import SftConfig
-from hcx.align.sft import SftTrainer, mix_by_ratio, sft
+from hcx.align.sft import HELD_OUT_PROMPTS, SftTrainer, mix_by_ratio, sft
+from hcx.eval.answers import RATES, AnswersConfig, compare_answers, read_held_out_prompts
 from hcx.model.hf import import_hf
+from hcx.tokenizer import load
+from hcx.tokenizer.specials import ASSISTANT
 
 
 def sft_config(base_model_dir: Path, data_dir: Path, out: Path, **overrides) -> SftConfig:
@@ -43,6 +46,19 @@ def test_sft_lowers_held_out_korean_loss_and_exports(
     exported = import_hf(result.metrics["hf_dir"])
     assert exported.cfg.vocab_size == import_hf(base_model_dir).cfg.vocab_size
     assert (tmp_path / "sft" / "events.jsonl").is_file()
+
+    # the held-out prompts, answered by the model before and after SFT (eval.answers)
+    prompts = read_held_out_prompts(tmp_path / "sft" / HELD_OUT_PROMPTS, count=1000)
+    tokenizer = load(base_model_dir)
+    assert [p.language for p in prompts[:4]] == ["ko", "en", "ko", "en"] and len(prompts) == 80
+    assert all(p.ids[-1] == tokenizer.token_id(ASSISTANT) for p in prompts)
+    answers = AnswersConfig(prompts=str(tmp_path / "sft" / HELD_OUT_PROMPTS), max_new_tokens=24, samples=2)
+    checkpoints = {"base": str(base_model_dir), "sft": result.metrics["hf_dir"]}
+    rates = compare_answers(checkpoints, answers, tmp_path / "answers")
+    assert set(rates) == {"base", "sft"} and set(rates["sft"]) == set(RATES)
+    assert rates["sft"]["ended"] > rates["base"]["ended"]  # the base model never saw an end of turn
+    markdown = (tmp_path / "answers" / "answers.md").read_text(encoding="utf-8")
+    assert markdown.count("- **sft**:") == 4 and "80 held-out SFT prompts" in markdown
 
 
 def test_sft_resume_is_exact(base_model_dir: Path, data_dir: Path, tmp_path: Path) -> None:

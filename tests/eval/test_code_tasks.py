@@ -29,7 +29,7 @@ def score(task, completions: list[str]) -> list[dict[str, float]]:
 
 @pytest.mark.parametrize(
     ("name", "source"),
-    [("hcx_humaneval", None), ("hcx_k_humaneval", FIXTURES)],
+    [("hcx_humaneval", None), ("hcx_k_humaneval", None)],
 )
 def test_humaneval_scores_canonical_solutions_1_and_wrong_ones_0(
     name: str, source: Path | None, data_dir: Path
@@ -40,10 +40,18 @@ def test_humaneval_scores_canonical_solutions_1_and_wrong_ones_0(
     assert score(task, ["    return None\n"] * len(docs)) == [{"pass@1": 0.0}] * len(docs)
 
 
-def test_k_humaneval_fixture_has_korean_prompts():
-    task = load_task("hcx_k_humaneval", FIXTURES)
-    task.build_all_requests(limit=3, rank=0, world_size=1)
-    assert all("니다" in i.args[0] for i in task.instances)
+def test_k_humaneval_reads_the_shared_korean_problems(data_dir: Path):
+    """KR-HumanEval from the shared data, offline: HumanEval's problems with Korean docstrings."""
+    task = load_task("hcx_k_humaneval", data_dir)
+    docs = list(task.test_docs())
+    english = {d["task_id"].split("/")[1]: d for d in load_task("hcx_humaneval", data_dir).test_docs()}
+    assert len(docs) == 114 and {d["task_id"].split("/")[1] for d in docs} == set(english)
+    for doc in docs:
+        original = english[doc["task_id"].split("/")[1]]
+        assert doc["entry_point"] == original["entry_point"] and doc["test"] == original["test"]
+    assert sum(any("가" <= c <= "힣" for c in d["prompt"]) for d in docs) >= 110
+    first = docs[:12]  # ``score`` builds the first requests (the parametrized test above scores 6)
+    assert score(task, [d["canonical_solution"] for d in first]) == [{"pass@1": 1.0}] * len(first)
 
 
 def test_mbpp_three_shot_prompt_and_scoring(data_dir: Path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections import Counter
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -222,6 +223,16 @@ def test_judge_prompts_follow_fastchat_single_answer_templates(data_dir: Path):
     assert "[Question]\n" + writing_q.turns[0] in user and "Reference" not in user
 
 
+def test_ko_mt_bench_reads_the_shared_questions(data_dir: Path):
+    """The official Ko-MT-Bench questions from the shared data, offline, split as MT-Bench's are."""
+    questions = load_questions("ko_mt_bench", data_dir)
+    english = {q.question_id: q for q in load_questions("mt_bench", data_dir)}
+    assert len(questions) == 56 and {q.question_id for q in questions} == set(english)
+    assert Counter(q.category for q in questions) == Counter(q.category for q in english.values())
+    assert all(len(q.turns) == 2 and any("가" <= c <= "힣" for c in q.turns[0]) for q in questions)
+    assert sum(q.reference is not None for q in questions) == 29
+
+
 def test_ko_mt_bench_fixture_loads_in_hub_schema():
     questions = load_questions("ko_mt_bench", FIXTURES)
     assert [q.question_id for q in questions] == [1, 111, 141]
@@ -229,7 +240,7 @@ def test_ko_mt_bench_fixture_loads_in_hub_schema():
     assert questions[0].reference is None and "제주도" in questions[0].turns[0]
 
 
-def test_two_turn_generation_with_the_hcx_engine(base_model_dir: Path, tmp_path: Path):
+def test_two_turn_generation_with_the_hcx_engine(base_model_dir: Path, data_dir: Path, tmp_path: Path):
     from hcx.infer.engine import Engine
     from hcx.model.hf import import_hf
     from hcx.tokenizer import load
@@ -243,7 +254,7 @@ def test_two_turn_generation_with_the_hcx_engine(base_model_dir: Path, tmp_path:
         seen.extend(convs)
         return chat(convs, temps)
 
-    questions = load_questions("ko_mt_bench", FIXTURES, limit=2)
+    questions = load_questions("ko_mt_bench", data_dir, limit=2)
     answers = generate_answers(recording, questions, tmp_path / "answers.jsonl")
     assert len(seen) == 4
     for q, conv in zip(questions, seen[2:], strict=True):
