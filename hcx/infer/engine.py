@@ -295,7 +295,7 @@ class Engine:
                     request.finish_reason,
                     request.stop_reason,
                     top_logprobs=[request.top_logprobs[-1]] if request.params.top_logprobs else [],
-                    prompt_logprobs=self._prompt_logprobs(request) if first else None,
+                    prompt_logprobs=request.reported_prompt_logprobs if first else None,
                 )
             )
             if request.finished:
@@ -306,11 +306,9 @@ class Engine:
         """A request that only scores its prompt (``max_new_tokens`` 0) ends once the prompt is computed."""
         request.finish_reason = "length"
         self._retire(request)
-        return Delta(request.request_id, [], [], "", "length", prompt_logprobs=self._prompt_logprobs(request))
-
-    @staticmethod
-    def _prompt_logprobs(request: Request) -> list[TokenLogprob] | None:
-        return list(request.prompt_logprobs) if request.params.prompt_logprobs is not None else None
+        return Delta(
+            request.request_id, [], [], "", "length", prompt_logprobs=request.reported_prompt_logprobs
+        )
 
     def _retire(self, request: Request) -> None:
         self.scheduler.finish(request)

@@ -35,8 +35,8 @@ class Request:
     ``num_computed`` to 0 and recomputes prompt and output later; its generator keeps its
     state, so what it samples next is unchanged by the preemption.
 
-    ``block_keys`` identify its full blocks by content (prefix caching); the first
-    ``num_published`` tokens' blocks are published.
+    ``block_keys`` identify its full blocks by content (prefix caching); its first
+    ``num_published`` blocks are published.
 
     ``parent``: another sample of the same prompt (``n > 1``) whose cached prompt this one
     shares instead of computing it (see :class:`~hcx.infer.scheduler.Scheduler`).
@@ -76,6 +76,11 @@ class Request:
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
+
+    @property
+    def reported_prompt_logprobs(self) -> list[TokenLogprob] | None:
+        """A copy of the prompt log-probabilities, or None when they were not asked for."""
+        return list(self.prompt_logprobs) if self.params.prompt_logprobs is not None else None
 
     @property
     def wants_prompt_logprobs(self) -> bool:
@@ -152,7 +157,5 @@ class Completion:
             stop_reason=request.stop_reason,
             num_preemptions=request.num_preemptions,
             top_logprobs=list(request.top_logprobs),
-            prompt_logprobs=list(request.prompt_logprobs)
-            if request.params.prompt_logprobs is not None
-            else None,
+            prompt_logprobs=request.reported_prompt_logprobs,
         )

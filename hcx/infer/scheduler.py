@@ -126,17 +126,18 @@ class Scheduler:
         reusable = (len(request.tokens) - 1) // self.pool.block_size
         keys = extend_keys(request.block_keys, request.tokens, self.pool.block_size, reusable)
         request.blocks = self.pool.lookup(keys[:reusable])
-        request.num_computed = request.num_published = len(request.blocks) * self.pool.block_size
+        request.num_published = len(request.blocks)
+        request.num_computed = len(request.blocks) * self.pool.block_size
 
     def publish(self, request: Request) -> None:
         """Publish the blocks ``request`` has filled since the last call (with prefix caching)."""
         full = request.num_computed // self.pool.block_size
-        if not self.cfg.prefix_caching or full <= request.num_published // self.pool.block_size:
+        if not self.cfg.prefix_caching or full <= request.num_published:
             return
         keys = extend_keys(request.block_keys, request.tokens, self.pool.block_size, full)
-        for i in range(request.num_published // self.pool.block_size, full):
+        for i in range(request.num_published, full):
             self.pool.publish(request.blocks[i], keys[i])
-        request.num_published = full * self.pool.block_size
+        request.num_published = full
 
     def _fork(self, request: Request) -> bool:
         """Share the parent's cached prompt; False while the parent is still computing it."""
