@@ -7,8 +7,9 @@ chooses only among those (:mod:`hcx.infer.logits`), so constrained and free requ
 the batch. Once the grammar is complete, only the end tokens (end-of-turn, end-of-text)
 remain allowed, and the request stops as it normally would.
 
-JSON is compiled without free whitespace between tokens (``whitespace_flexible`` off): a
-model cannot then pad the output with blank lines until it runs out of tokens.
+JSON is compiled compact, without free whitespace between tokens (``whitespace_flexible`` off,
+``,`` and ``:`` as separators — llguidance's defaults, spelled out because tool calls rely on
+the same form): a model cannot then pad the output with blank lines until it runs out of tokens.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from torch import Tensor
 
 from hcx.tokenizer import Tokenizer
 
-JSON_OPTIONS = {"whitespace_flexible": False}
+JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 _BITS = torch.arange(32, dtype=torch.int32)
 
 

@@ -301,25 +301,24 @@ class OpenAIServer:
 
     def grammar(self, body: ApiRequest) -> str | None:
         """The grammar ``response_format`` (or a forced tool call) puts on the output, if any."""
-        tools = body.tools if isinstance(body, ChatCompletionRequest) else None
         try:
             if isinstance(body, ChatCompletionRequest) and body.forces_tool_call:
                 named = (
                     body.tool_choice.function.name if isinstance(body.tool_choice, NamedToolChoice) else None
                 )
-                return lark_grammar(tool_call_lark([t.model_dump() for t in tools or []], named))
+                return lark_grammar(tool_call_lark(body.tool_specs, named))
             format_ = body.response_format
             if format_ is None or format_.type == "text":
                 return None
             schema = format_.json_schema.schema_ if format_.json_schema is not None else None
             return json_grammar(schema if format_.type == "json_schema" else None)
-        except (GrammarError, ValueError) as error:
+        except ValueError as error:  # GrammarError included
             raise ApiError(400, f"the output grammar was refused: {error}", param="response_format") from None
 
     # --- prompts ------------------------------------------------------------------------
     def chat_prompt(self, body: ChatCompletionRequest) -> list[int]:
         turns = [message.as_turn() for message in body.messages]
-        tools = [t.model_dump(exclude_none=True) for t in body.tools or []] if body.uses_tools else None
+        tools = body.tool_specs if body.uses_tools else None
         try:
             return self.tokenizer.encode_chat(
                 {"messages": turns}, add_generation_prompt=True, tools=tools

@@ -218,6 +218,11 @@ class ChatCompletionRequest(ApiRequest):
         return bool(self.tools) and self.tool_choice != "none"
 
     @property
+    def tool_specs(self) -> list[dict[str, Any]]:
+        """``tools`` as plain OpenAI-shaped dicts (what the chat template and the call grammar read)."""
+        return [tool.model_dump(exclude_none=True) for tool in self.tools or []]
+
+    @property
     def forces_tool_call(self) -> bool:
         return self.tool_choice == "required" or isinstance(self.tool_choice, NamedToolChoice)
 

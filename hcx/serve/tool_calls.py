@@ -17,7 +17,16 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from hcx.tokenizer.tool_markup import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, compact_json, tool_function
+from hcx.infer.grammar import JSON_OPTIONS
+from hcx.tokenizer.tool_markup import (
+    CALL_TAIL,
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    call_head,
+    compact_json,
+    json_string,
+    tool_function,
+)
 
 __all__ = [
     "TOOL_CALL_CLOSE",
@@ -153,7 +162,6 @@ class ToolCallStream:
         events.append(text)
 
 
-_JSON_OPTIONS = {"whitespace_flexible": False, "item_separator": ",", "key_separator": ":"}
 _EMPTY_PARAMETERS = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
@@ -166,11 +174,7 @@ def _arguments_schema(function: Mapping[str, Any], where: str) -> dict[str, Any]
         schema = {"type": "object", **parameters}
     else:
         raise ValueError(f"{where}.function.parameters must be a JSON schema of type object")
-    return {**schema, "x-guidance": _JSON_OPTIONS}
-
-
-def _lark_string(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
+    return {**schema, "x-guidance": JSON_OPTIONS}
 
 
 def tool_call_lark(tools: Sequence[Mapping[str, Any]], name: str | None = None) -> str:
@@ -185,9 +189,10 @@ def tool_call_lark(tools: Sequence[Mapping[str, Any]], name: str | None = None) 
         raise ValueError("tool calls need at least one tool")
     rules = []
     for i, function in enumerate(functions):
-        head = f'{TOOL_CALL_OPEN}{{"name":{_lark_string(function["name"])},"arguments":'
         schema = _arguments_schema(function, f"tools[{i}]")
-        rules.append(f"call_{i}: {_lark_string(head)} args_{i} {_lark_string('}' + TOOL_CALL_CLOSE)}")
+        rules.append(
+            f"call_{i}: {json_string(call_head(function['name']))} args_{i} {json_string(CALL_TAIL)}"
+        )
         rules.append(f"args_{i}: %json {json.dumps(schema, ensure_ascii=False)}")
     choice = " | ".join(f"call_{i}" for i in range(len(functions)))
     top = ["start: call_0"] if name is not None else ["start: call+", f"call: {choice}"]

@@ -40,16 +40,26 @@ def compact_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
 
 
-def tool_function(tool: Any, where: str) -> Mapping[str, Any]:
-    if not isinstance(tool, Mapping) or tool.get("type") != "function":
-        raise MarkupError(f"{where} must be {{'type': 'function', 'function': {{...}}}}")
-    function = tool.get("function")
+def json_string(text: str) -> str:
+    """``text`` as a JSON string literal, which is also a valid Jinja and Lark string literal."""
+    return json.dumps(text, ensure_ascii=False)
+
+
+def _named_function(entry: Any, where: str, shape: str, default_type: str | None = None) -> Mapping[str, Any]:
+    """The ``function`` of ``{'type': 'function', 'function': {'name', ...}}`` (a tool or a call)."""
+    if not isinstance(entry, Mapping) or entry.get("type", default_type) != "function":
+        raise MarkupError(f"{where} must be {shape}")
+    function = entry.get("function")
     if not isinstance(function, Mapping):
         raise MarkupError(f"{where}.function must be an object")
     name = function.get("name")
     if not isinstance(name, str) or not name:
         raise MarkupError(f"{where}.function.name must be a non-empty string")
     return function
+
+
+def tool_function(tool: Any, where: str) -> Mapping[str, Any]:
+    return _named_function(tool, where, "{'type': 'function', 'function': {...}}")
 
 
 def tools_text(tools: Sequence[Mapping[str, Any]]) -> str:
@@ -82,9 +92,18 @@ def arguments_json(arguments: Any, where: str) -> str:
         raise MarkupError(f"{where} is not JSON ({exc})") from None
 
 
+CALL_TAIL = "}" + TOOL_CALL_CLOSE
+"""What closes a call after its arguments object."""
+
+
+def call_head(name: str) -> str:
+    """What opens a call of ``name``, up to its arguments object."""
+    return f'{TOOL_CALL_OPEN}{{"name":{json_string(name)},"arguments":'
+
+
 def call_text(name: str, arguments: str) -> str:
     """One call; ``arguments`` is already compact JSON of an object."""
-    return f'{TOOL_CALL_OPEN}{{"name":{json.dumps(name, ensure_ascii=False)},"arguments":{arguments}}}{TOOL_CALL_CLOSE}'
+    return call_head(name) + arguments + CALL_TAIL
 
 
 def calls_text(tool_calls: Any) -> str:
@@ -94,15 +113,10 @@ def calls_text(tool_calls: Any) -> str:
     out = []
     for j, call in enumerate(tool_calls):
         where = f"tool_calls[{j}]"
-        if not isinstance(call, Mapping) or call.get("type", "function") != "function":
-            raise MarkupError(f"{where} must be {{'type': 'function', 'function': {{'name', 'arguments'}}}}")
-        function = call.get("function")
-        if not isinstance(function, Mapping):
-            raise MarkupError(f"{where}.function must be an object")
-        name = function.get("name")
-        if not isinstance(name, str) or not name:
-            raise MarkupError(f"{where}.function.name must be a non-empty string")
-        out.append(call_text(name, arguments_json(function.get("arguments"), f"{where}.function.arguments")))
+        shape = "{'type': 'function', 'function': {'name', 'arguments'}}"
+        function = _named_function(call, where, shape, default_type="function")
+        arguments = arguments_json(function.get("arguments"), f"{where}.function.arguments")
+        out.append(call_text(function["name"], arguments))
     return "".join(out)
 
 
@@ -110,35 +124,30 @@ def tool_response_text(content: str) -> str:
     return f"{TOOL_RESPONSE_OPEN}{content}{TOOL_RESPONSE_CLOSE}"
 
 
-def _literal(text: str) -> str:
-    """``text`` as a Jinja string literal (JSON escapes are valid Jinja escapes)."""
-    return json.dumps(text, ensure_ascii=False)
-
-
 _COMPACT = "tojson(separators=(',', ':'))"
 
 TOOLS_JINJA = (
     "{%- macro hcx_tools() -%}"
-    + f"{{{{ {_literal(TOOLS_INSTRUCTION + chr(10) + TOOLS_OPEN)} }}}}"
+    + f"{{{{ {json_string(TOOLS_INSTRUCTION + chr(10) + TOOLS_OPEN)} }}}}"
     + "{%- for tool in tools -%}"
     + f"{{{{ '\\n' + (tool['function'] | {_COMPACT}) }}}}"
     + "{%- endfor -%}"
-    + f"{{{{ {_literal(chr(10) + TOOLS_CLOSE)} }}}}"
+    + f"{{{{ {json_string(chr(10) + TOOLS_CLOSE)} }}}}"
     + "{%- endmacro -%}"
 )
 """Defines ``hcx_tools()``, the Jinja of :func:`tools_text`."""
 
-_CALL_HEAD = _literal(TOOL_CALL_OPEN + '{"name":')
+_CALL_HEAD = json_string(TOOL_CALL_OPEN + '{"name":')
 CALLS_JINJA = (
     "{%- for call in message['tool_calls'] or [] -%}"
     + f"{{{{ {_CALL_HEAD} + (call['function']['name'] | tojson) + ',\"arguments\":' }}}}"
     + "{%- if call['function']['arguments'] is string -%}{{ call['function']['arguments'] }}"
     + f"{{%- else -%}}{{{{ call['function']['arguments'] | {_COMPACT} }}}}{{%- endif -%}}"
-    + f"{{{{ {_literal('}' + TOOL_CALL_CLOSE)} }}}}"
+    + f"{{{{ {json_string(CALL_TAIL)} }}}}"
     + "{%- endfor -%}"
 )
 """The Jinja of :func:`calls_text` for ``message``."""
 
 TOOL_RESPONSE_JINJA = (
-    f"{{{{ {_literal(TOOL_RESPONSE_OPEN)} + message['content'] + {_literal(TOOL_RESPONSE_CLOSE)} }}}}"
+    f"{{{{ {json_string(TOOL_RESPONSE_OPEN)} + message['content'] + {json_string(TOOL_RESPONSE_CLOSE)} }}}}"
 )
