@@ -6,7 +6,6 @@ the command line.
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from hcx.eval.suites import load_suite
 from hcx.model.load import ModelLoadError
 from hcx.model.transformer import Transformer
 from hcx.tokenizer import Tokenizer
+from hcx.train.metrics import append_record
 
 
 def evaluate(
@@ -90,15 +90,9 @@ def evaluate_recipe(cfg: EvalConfig) -> dict[str, EvalReport]:
     radar_chart(reports, out / "radar.png")
     if cfg.answers is not None:
         rates = compare_answers(cfg.checkpoints, cfg.answers, out)
-        log_stage_metrics(out, {f"answers/{name}/{k}": v for name, r in rates.items() for k, v in r.items()})
+        metrics = {f"answers/{name}/{k}": v for name, r in rates.items() for k, v in r.items()}
+        append_record(out / "train_log.jsonl", {"step": 0, **metrics})  # into the stage's MLflow run
     return reports
-
-
-def log_stage_metrics(out: Path, metrics: dict[str, float]) -> None:
-    """Append one step record to ``out/train_log.jsonl``: the pipeline tails that file into the
-    stage's MLflow run (for the eval stage as for training stages)."""
-    with (out / "train_log.jsonl").open("a", encoding="utf-8") as f:
-        f.write(json.dumps({"step": 0, **metrics}) + "\n")
 
 
 def hf_lm(model: str | Path, batch_size: int):

@@ -27,6 +27,12 @@ def is_step_record(record: dict[str, Any]) -> bool:
     return "step" in record and "event" not in record
 
 
+def append_record(path: str | Path, record: dict[str, Any]) -> None:
+    """Append one timed record to a ``train_log.jsonl`` (the pipeline tails it into MLflow)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps({"time": time.time(), **record}, ensure_ascii=False) + "\n")
+
+
 class MetricsLog:
     """Appends records to ``train_log.jsonl``; only rank 0 writes and shows progress."""
 
@@ -51,8 +57,7 @@ class MetricsLog:
     def log(self, record: dict[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"time": time.time(), **record}, ensure_ascii=False) + "\n")
+        append_record(self.path, record)
         if "loss" in record:
             self.bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{record['lr']:.2e}", refresh=False)
 
