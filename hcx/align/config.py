@@ -67,7 +67,6 @@ class SftConfig(LoopConfig):
     seq_len: int = Field(default=2048, gt=0, description="row length when packing")
     batch_size: int = Field(default=8, gt=0, description="samples per batch when padding naively")
     epochs: int = Field(default=3, gt=0)
-    eval_every: int | None = Field(default=None, description="steps between held-out evaluations")
     bad_records: Policy = "skip"
     optim: OptimConfig = Field(
         default_factory=lambda: OptimConfig(lr=2e-5, warmup_steps=50, weight_decay=0.0)

@@ -442,6 +442,15 @@ class PpoTask(Task):
         boundary = not self.pending
         return boundary and (self.iteration % every == 0 or self.iteration == self.iterations)
 
+    def evaluation_due(self, step: int, every: int, total: int) -> bool:
+        """After an iteration whose validation reward is measured (``eval_every`` counts iterations)."""
+        return not self.pending and (
+            self.iteration % self.cfg.eval_every == 0 or self.iteration == self.iterations
+        )
+
+    def language_model(self) -> tuple[nn.Module, Any]:
+        return self.policy, self.tokenizer
+
     def should_stop(self) -> bool:
         return self.stop_reason is not None
 

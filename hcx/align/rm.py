@@ -184,10 +184,17 @@ def train_reward_model(
     train_rewards, _, _ = trainer.rewards(trainer.train_groups)
     stats = RewardStats.measure(train_rewards, cfg.reward_clip)
     accuracy_after = trainer.held_out_accuracy()
+    pairs = {lang: sum(len(g.pairs) for g in groups) for lang, groups in trainer.held_out.items()}
     export_dir = trainer.export(stats) if trainer.step == trainer.total_steps else None
     result.metrics = {
         "held_out_accuracy_before": accuracy_before,
         "held_out_accuracy": accuracy_after,
+        # Binomial standard error over the held-out pairs (pairs of one prompt are not independent,
+        # so this is a lower bound of the real one).
+        "held_out_accuracy_stderr": {
+            lang: math.sqrt(acc * (1 - acc) / max(pairs[lang] - 1, 1)) for lang, acc in accuracy_after.items()
+        },
+        "held_out_pairs": pairs,
         "train_pairs": sum(len(g.pairs) for g in trainer.train_groups),
         "reward_mean": stats.mean,
         "reward_std": stats.std,

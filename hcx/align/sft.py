@@ -172,10 +172,11 @@ class SftTask(Task):
     def pipeline_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         return lm_loss(output, target)
 
-    def end_step(self, step: int) -> dict[str, Any] | None:
-        if self.cfg.eval_every and step % self.cfg.eval_every == 0 and self.mesh.pp == 1:
-            return {f"held_out_loss/{k}": v for k, v in self.held_out_loss().items()}
-        return None
+    def evaluate(self) -> dict[str, Any]:
+        return {f"held_out_loss/{k}": v for k, v in self.held_out_loss().items()}
+
+    def language_model(self) -> tuple[nn.Module, Any]:
+        return self.trainer.module, self.tokenizer
 
     def flops_per_token(self) -> int:
         """At the longest row (grouped batches are shorter: MFU is then an upper bound)."""

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from hcx.config import Section, load_section
+from hcx.data.held_out import HELD_OUT_FRACTION
 
 SEGMENTS = ("korean", "multilingual", "code")
 Segment = Literal["korean", "multilingual", "code"]
@@ -198,6 +199,13 @@ class DataConfig(Section):
     mix: MixConfig = Field(default_factory=MixConfig)
     executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
     kiwi_model: str = Field("cong", description="Kiwi model type for Korean word segmentation")
+    held_out_fraction: float = Field(
+        HELD_OUT_FRACTION,
+        ge=0.0,
+        lt=1.0,
+        description="share of documents (by text hash, hcx.data.held_out) left out of the corpus: "
+        "bits per byte is measured on them",
+    )
 
     @field_validator("prose_filters", mode="before")
     @classmethod

@@ -101,7 +101,8 @@ def build_stages(config: DataConfig) -> list[Stage]:
         return str(work / name)
 
     readers: list[PipelineStep] = [
-        SourceReader(s, config.on_bad_record, w("bad_records")) for s in config.sources
+        SourceReader(s, config.on_bad_record, w("bad_records"), held_out_fraction=config.held_out_fraction)
+        for s in config.sources
     ]
     first: list[PipelineStep] = [*readers, Meter("read"), *build_filters(config), Meter("quality filters")]
     if config.pii.enabled:

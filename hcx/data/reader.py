@@ -27,6 +27,7 @@ from tqdm import tqdm
 
 from hcx.data.bad_records import BadInputError, BadRecord, write_bad_records
 from hcx.data.config import SourceConfig
+from hcx.data.held_out import HELD_OUT_FRACTION, is_held_out
 
 Row = tuple[int, dict[str, Any] | None, str | None]  # (line, record, error)
 
@@ -103,10 +104,18 @@ class SourceReader(BaseReader):
 
     name = "📖 hcx source"
 
-    def __init__(self, source: SourceConfig, on_bad_record: str, bad_records_dir: str, progress: bool = True):
+    def __init__(
+        self,
+        source: SourceConfig,
+        on_bad_record: str,
+        bad_records_dir: str,
+        progress: bool = True,
+        held_out_fraction: float = HELD_OUT_FRACTION,
+    ):
         self.name = f"📖 {source.name}"  # before super().__init__, which names the stats after it
         super().__init__(text_key=source.text_field, id_key=source.id_field)
         self.source = source
+        self.held_out_fraction = held_out_fraction
         self.on_bad_record = on_bad_record
         self.bad_records_dir = bad_records_dir
         self.progress = progress
@@ -177,6 +186,10 @@ class SourceReader(BaseReader):
                     if error is not None:
                         if owner:
                             self._bad(BadRecord(self.source.name, path, line, error), bad)
+                        continue
+                    if is_held_out(record[self.source.text_field], self.held_out_fraction):
+                        if owner:
+                            self.stat_update("held_out")
                         continue
                     mine = selected % world_size == rank if split_records else True
                     selected += 1

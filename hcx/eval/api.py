@@ -13,7 +13,7 @@ from hcx.eval.answers import compare_answers
 from hcx.eval.backend import HcxLM
 from hcx.eval.config import EvalConfig
 from hcx.eval.local_data import default_data_dir
-from hcx.eval.report import EvalReport, mlflow_metrics
+from hcx.eval.report import EvalReport, comparison_markdown, mlflow_metrics
 from hcx.eval.runner import checkpoint_fingerprint, run_suite, weights_fingerprint
 from hcx.eval.suites import load_suite
 from hcx.model.load import ModelLoadError
@@ -88,6 +88,7 @@ def evaluate_recipe(cfg: EvalConfig) -> dict[str, EvalReport]:
         for name, path in cfg.checkpoints.items()
     }
     radar_chart(reports, out / "radar.png")
+    (out / "comparison.md").write_text(comparison_markdown(reports), encoding="utf-8")
     if cfg.answers is not None:
         rates = compare_answers(cfg.checkpoints, cfg.answers, out)
         metrics = {f"answers/{name}/{k}": v for name, r in rates.items() for k, v in r.items()}

@@ -177,21 +177,30 @@ class HcxLM(TemplateLM):
                 for i, result in zip(group, scored, strict=True):
                     results[i] = result
                 bar.update(len(group))
-            alone.sort(key=lambda i: -sum(map(len, windows[i])))
-            for start in range(0, len(alone), self.batch_size):
-                chunk = alone[start : start + self.batch_size]
-                scores = self.engine.score([windows[i][0] for i in chunk], [windows[i][1] for i in chunk])
-                for i, score in zip(chunk, scores, strict=True):
-                    results[i] = (score.total, score.greedy)
-                bar.update(len(chunk))
+            self._score_each(windows, alone, results, bar)
         for request, result in zip(requests, results, strict=True):
             if request[0] is not None:
                 self.cache_hook.add_partial("loglikelihood", request[0], result)
         return results  # type: ignore[return-value]
 
+    def _score_each(
+        self, windows: list[tuple[list[int], list[int]]], indices: list[int], results: list, bar: tqdm
+    ) -> None:
+        """``results[i]`` for each of ``indices``: its window scored by :meth:`Engine.score`, longest first."""
+        indices = sorted(indices, key=lambda i: -sum(map(len, windows[i])))
+        for start in range(0, len(indices), self.batch_size):
+            chunk = indices[start : start + self.batch_size]
+            scores = self.engine.score([windows[i][0] for i in chunk], [windows[i][1] for i in chunk])
+            for i, score in zip(chunk, scores, strict=True):
+                results[i] = (score.total, score.greedy)
+            bar.update(len(chunk))
+
     def loglikelihood_rolling(self, requests: list[Instance], disable_tqdm: bool = False) -> list[float]:
-        """Perplexity-style scores: disjoint windows of ``max_length`` predicted tokens, as ``hf``."""
-        pairs: list[Pair] = []
+        """Perplexity-style scores: disjoint windows of ``max_length`` predicted tokens, as ``hf``.
+
+        The windows share no context worth reusing (each starts after the prefix token or its own
+        document's text), so they go to :meth:`Engine.score` as they are."""
+        windows: list[tuple[list[int], list[int]]] = []
         owners: list[int] = []
         for index, (string,) in enumerate(req.args for req in requests):
             for context, predicted in map(
@@ -203,10 +212,13 @@ class HcxLM(TemplateLM):
                     context_len=1,
                 ),
             ):
-                pairs.append((None, context, predicted))  # type: ignore[arg-type]
+                windows.append((context, predicted))
                 owners.append(index)
+        results: list[tuple[float, bool] | None] = [None] * len(windows)
+        with tqdm(total=len(windows), desc="hcx loglikelihood_rolling", disable=disable_tqdm) as bar:
+            self._score_each(windows, list(range(len(windows))), results, bar)
         totals = [0.0] * len(requests)
-        for owner, (logprob, _) in zip(owners, self._loglikelihood_tokens(pairs, disable_tqdm), strict=True):
+        for owner, (logprob, _) in zip(owners, results, strict=True):  # type: ignore[misc]
             totals[owner] += logprob
         for request, total in zip(requests, totals, strict=True):
             self.cache_hook.add_partial("loglikelihood_rolling", request.args, total)

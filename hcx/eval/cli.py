@@ -112,6 +112,7 @@ def recipe(
     for name, report in reports.items():
         typer.secho(f"== {name}", bold=True)
         _print_report(report, {"report": out / name / "report.md"})
+    typer.echo((out / "comparison.md").read_text(encoding="utf-8"))
     typer.echo(f"radar: {out / 'radar.png'}")
 
 

@@ -5,12 +5,19 @@ already on a 0–100 scale, such as chrF and BLEU, are kept as they are); a
 category's score is the unweighted mean of its tasks' scores; ``overall`` is the unweighted
 mean of the report's seven summary categories that were scored (Korean, English,
 Commonsense, Factual, Math, Code, Harmlessness), as in the report's summary table.
-Other categories (chat, multilingual, safety) are shown but not averaged into ``overall``.
+Other categories (chat, multilingual, safety) are shown but not averaged into ``overall``;
+``bits_per_byte`` (held-out text, lower is better) is kept in bits and never averaged with scores.
+
+Standard errors: lm-eval's (closed form for means such as accuracy, bootstrap for chrF/BLEU),
+×100 like the score; a category's is that of an unweighted mean of independent tasks,
+``sqrt(Σ se²) / n``. Two scores differ *within noise* when ``|a − b| ≤ 1.96 · sqrt(se_a² + se_b²)``
+(a 95 % two-sided test), and reports that compare models mark such differences with ≈.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from statistics import fmean
@@ -46,12 +53,40 @@ REPORTED = {
 }
 
 
-# Metrics that sacrebleu and the MT-Bench judge already report on a 0–100 scale.
-PERCENT_METRICS = ("chrf", "bleu", "ter", "mt_bench")
+# Metrics kept as they are: sacrebleu's and the MT-Bench judge's 0–100 scales, and bits per byte.
+UNSCALED_METRICS = ("chrf", "bleu", "ter", "mt_bench", "bits_per_byte", "byte_perplexity", "word_perplexity")
+BPB_CATEGORY = "bits_per_byte"
+NOISE_Z = 1.96
 
 
 def to_percent(metric: str, value: float) -> float:
-    return value if metric.split(",")[0].lower() in PERCENT_METRICS else 100.0 * value
+    return value if metric.split(",")[0].lower() in UNSCALED_METRICS else 100.0 * value
+
+
+def stderr_of(metrics: dict[str, Any], metric: str) -> float | None:
+    """The standard error lm-eval reports for ``metric`` (``acc,none`` → ``acc_stderr,none``), on
+    the score's scale; None when there is none (``N/A``, bits per byte)."""
+    name, _, filter_name = metric.partition(",")
+    value = metrics.get(f"{name}_stderr,{filter_name}" if filter_name else f"{name}_stderr")
+    return to_percent(metric, float(value)) if isinstance(value, int | float) else None
+
+
+def stderr_of_mean(stderrs: list[float | None]) -> float | None:
+    """Standard error of the unweighted mean of independent estimates; None if any is unknown."""
+    if not stderrs or any(se is None for se in stderrs):
+        return None
+    return math.sqrt(sum(se * se for se in stderrs)) / len(stderrs)  # type: ignore[operator]
+
+
+def within_noise(a: float, se_a: float | None, b: float, se_b: float | None) -> bool | None:
+    """Whether ``a`` and ``b`` differ by at most 1.96 standard errors of their difference."""
+    if se_a is None or se_b is None:
+        return None
+    return abs(a - b) <= NOISE_Z * math.hypot(se_a, se_b)
+
+
+def with_stderr(value: float, stderr: float | None) -> str:
+    return f"{value:.2f}" if stderr is None else f"{value:.2f} ± {stderr:.2f}"
 
 
 def scorer_notes(tasks: list[str]) -> dict[str, str]:
@@ -111,6 +146,9 @@ class EvalReport:
     samples: dict[str, int] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
+    stderrs: dict[str, float | None] = field(default_factory=dict)
+    category_stderrs: dict[str, float | None] = field(default_factory=dict)
+    overall_stderr: float | None = None
 
     @classmethod
     def build(
@@ -122,14 +160,18 @@ class EvalReport:
     ) -> EvalReport:
         """Aggregate per-task lm-eval metrics by category (see the module docstring)."""
         task_categories = {t: c for t, c in task_categories.items() if t in metrics}
-        scores, chosen = {}, {}
+        scores, chosen, stderrs = {}, {}, {}
         for task, values in metrics.items():
             chosen[task], value = headline(values, (preferred or {}).get(task))
             scores[task] = to_percent(chosen[task], value)
-        by_category: dict[str, list[float]] = {}
-        for task, score in scores.items():
-            by_category.setdefault(task_categories[task], []).append(score)
-        categories = {c: fmean(v) for c, v in by_category.items()}
+            stderrs[task] = stderr_of(values, chosen[task])
+        by_category: dict[str, list[str]] = {}
+        for task in scores:
+            by_category.setdefault(task_categories[task], []).append(task)
+        categories = {c: fmean(scores[t] for t in tasks) for c, tasks in by_category.items()}
+        category_stderrs = {
+            c: stderr_of_mean([stderrs[t] for t in tasks]) for c, tasks in by_category.items()
+        }
         summary = [categories[c] for c in SUMMARY_CATEGORIES if c in categories]
         clean = {
             t: {k: float(v) for k, v in m.items() if isinstance(v, int | float)} for t, m in metrics.items()
@@ -142,6 +184,11 @@ class EvalReport:
             task_categories=dict(task_categories),
             headline_metrics=chosen,
             notes=scorer_notes(list(scores)),
+            stderrs=stderrs,
+            category_stderrs=category_stderrs,
+            overall_stderr=stderr_of_mean(
+                [category_stderrs[c] for c in SUMMARY_CATEGORIES if c in categories]
+            ),
             **info,
         )
 
@@ -151,18 +198,18 @@ class EvalReport:
     def markdown(self) -> str:
         lines = [f"# Evaluation: {self.model or 'model'} on suite `{self.suite}`", ""]
         lines += ["| category | score | HCX-S | HCX-L |", "|---|---:|---:|---:|"]
-        ordered = [c for c in SUMMARY_CATEGORIES if c in self.categories]
-        ordered += sorted(c for c in self.categories if c not in SUMMARY_CATEGORIES)
-        for category in ordered:
+        for category in ordered_categories(set(self.categories)):
             s, l_ = (REPORTED[m].get(category) for m in ("HCX-S", "HCX-L"))
-            lines.append(f"| {category} | {self.categories[category]:.2f} | {_cell(s)} | {_cell(l_)} |")
+            score = with_stderr(self.categories[category], self.category_stderrs.get(category))
+            label = f"{category} (lower is better)" if category == BPB_CATEGORY else category
+            lines.append(f"| {label} | {score} | {_cell(s)} | {_cell(l_)} |")
         lines.append(
-            f"| **overall** | **{self.overall:.2f}** | {REPORTED['HCX-S']['overall']:.2f} | "
-            f"{REPORTED['HCX-L']['overall']:.2f} |"
+            f"| **overall** | **{with_stderr(self.overall, self.overall_stderr)}** | "
+            f"{REPORTED['HCX-S']['overall']:.2f} | {REPORTED['HCX-L']['overall']:.2f} |"
         )
         lines += [
             "",
-            f"Aggregation: {AGGREGATION}.",
+            f"Aggregation: {AGGREGATION}. ± is one standard error.",
             "",
             "| task | category | metric | score | items |",
             "|---|---|---|---:|---:|",
@@ -170,7 +217,7 @@ class EvalReport:
         for task in sorted(self.scores, key=lambda t: (self.task_categories[t], t)):
             lines.append(
                 f"| {task} | {self.task_categories[task]} | {self.headline_metrics[task]} | "
-                f"{self.scores[task]:.2f} | {self.samples.get(task, '')} |"
+                f"{with_stderr(self.scores[task], self.stderrs.get(task))} | {self.samples.get(task, '')} |"
             )
         if self.notes:
             lines += ["", "Scorers:", ""]
@@ -196,6 +243,56 @@ class EvalReport:
         data = json.loads(Path(path).read_text(encoding="utf-8"))
         data.pop("aggregation", None)
         return cls(**data)
+
+
+def ordered_categories(categories: set[str]) -> list[str]:
+    return [c for c in SUMMARY_CATEGORIES if c in categories] + sorted(categories - set(SUMMARY_CATEGORIES))
+
+
+def comparison_markdown(reports: dict[str, EvalReport]) -> str:
+    """The models side by side, per category, overall and per task; each difference from the first
+    model is marked ≈ when it is within noise (see the module docstring)."""
+    names = list(reports)
+    first = reports[names[0]]
+    rows: list[tuple[str, dict[str, tuple[float, float | None]]]] = []
+    for category in ordered_categories({c for r in reports.values() for c in r.categories}):
+        label = f"{category} (lower is better)" if category == BPB_CATEGORY else category
+        rows.append(
+            (
+                label,
+                {
+                    n: (r.categories[category], r.category_stderrs.get(category))
+                    for n, r in reports.items()
+                    if category in r.categories
+                },
+            )
+        )
+    rows.append(("**overall**", {n: (r.overall, r.overall_stderr) for n, r in reports.items()}))
+    for task in sorted({t for r in reports.values() for t in r.scores}):
+        rows.append(
+            (task, {n: (r.scores[task], r.stderrs.get(task)) for n, r in reports.items() if task in r.scores})
+        )
+    header = ["", *names, *(f"{n} − {names[0]}" for n in names[1:])]
+    lines = [
+        f"# {' vs '.join(names)} on suite `{first.suite}`",
+        "",
+        "± is one standard error; ≈ marks a difference within noise (|Δ| ≤ 1.96 standard errors of the "
+        "difference), ? one whose noise is unknown.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "---:|" * (len(header) - 1),
+    ]
+    for label, values in rows:
+        cells = [with_stderr(*values[n]) if n in values else "–" for n in names]
+        for name in names[1:]:
+            if name not in values or names[0] not in values:
+                cells.append("–")
+                continue
+            (a, se_a), (b, se_b) = values[names[0]], values[name]
+            noise = within_noise(a, se_a, b, se_b)
+            cells.append(f"{b - a:+.2f}" + {True: " ≈", False: "", None: " ?"}[noise])
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def _cell(value: float | None) -> str:

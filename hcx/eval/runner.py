@@ -24,6 +24,9 @@ from hcx.eval.report import EvalReport
 from hcx.eval.suites import Suite, SuiteTask
 
 TASKS_DIR = Path(__file__).parent / "tasks"
+#: lm-eval's standard errors: closed form for means (accuracy) whatever this is, resampled
+#: this many times for chrF/BLEU (lm-eval caps those at 100); 0 would report none.
+BOOTSTRAP_ITERS = 100
 log = logging.getLogger(__name__)
 
 
@@ -79,7 +82,7 @@ def _run_task(lm: LM, entry: SuiteTask, manager: TaskManager, limit: int | None)
         num_fewshot=entry.num_fewshot,
         limit=limit,
         task_manager=manager,
-        bootstrap_iters=0,
+        bootstrap_iters=BOOTSTRAP_ITERS,
         log_samples=False,
         verbosity="WARNING",
     )
@@ -121,6 +124,7 @@ def run_suite(
             "num_fewshot": entry.num_fewshot,
             "limit": task_limit,
             "data_dir": str(data_dir) if data_dir is not None else None,
+            "bootstrap_iters": BOOTSTRAP_ITERS,
         }
         path = cache / f"{entry.task}.json" if cache is not None else None
         done = json.loads(path.read_text()) if path is not None and path.is_file() else None

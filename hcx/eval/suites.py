@@ -34,6 +34,7 @@ Category = Literal[
     "chat",
     "multilingual",
     "safety",
+    "bits_per_byte",
 ]
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from hcx.eval.report import with_stderr, within_noise
 from hcx.train.metrics import is_step_record
 
 if TYPE_CHECKING:
@@ -24,6 +25,8 @@ ARTIFACTS = (
 )
 KEY_METRICS = (
     "loss",
+    "bpb/ko",
+    "bpb/en",
     "held_out_loss/ko",
     "held_out_loss/en",
     "accuracy",
@@ -95,10 +98,13 @@ def training_curves(result: PipelineResult, logs: dict[str, Path], out: Path) ->
     curves = {n: [r for r in rows if "loss" in r] for n, rows in curves.items()}
     curves = {n: rows for n, rows in curves.items() if rows}
     evaluated: dict[str, list[tuple[int, float]]] = {}
+    bpb: dict[str, list[tuple[int, float]]] = {}
     for row in result.evaluations:
         if row["status"] == "done" and row["result"]:
             evaluated.setdefault(row["stage"], []).append((row["step"], row["result"]["overall"]))
-    panels = len(curves) + (1 if evaluated else 0)
+            for language, value in row["result"].get("bpb", {}).items():
+                bpb.setdefault(f"{row['stage']} {language}", []).append((row["step"], value))
+    panels = len(curves) + (1 if evaluated else 0) + (1 if bpb else 0)
     if not panels:
         return None
     fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 3.2), squeeze=False)
@@ -107,15 +113,57 @@ def training_curves(result: PipelineResult, logs: dict[str, Path], out: Path) ->
         ax.set_title(f"{name} loss")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    if evaluated:
-        ax = axes[0][-1]
-        for name, points in evaluated.items():
+    panels_left = axes[0][len(curves) :]
+    for ax, (title, series) in zip(
+        panels_left,
+        [(t, v) for t, v in (("held-out bits per byte", bpb), ("checkpoint eval (overall)", evaluated)) if v],
+        strict=True,
+    ):
+        for name, points in series.items():
             ax.plot(*zip(*sorted(points), strict=True), marker="o", label=name)
-        ax.set_title("checkpoint eval (overall)")
+        ax.set_title(title)
         ax.set_xlabel("step")
-        ax.legend()
+        ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
     return _save(fig, out)
+
+
+def describe_result(result: dict[str, Any]) -> str:
+    """One checkpoint evaluation in a line: held-out bits per byte, then overall ± its standard error."""
+    bpb = " ".join(f"{language} {value:.3f}" for language, value in result.get("bpb", {}).items())
+    overall = with_stderr(result["overall"], result.get("overall_stderr"))
+    return f"bpb {bpb}; overall {overall}" if bpb else f"overall {overall}"
+
+
+def evaluations_table(evaluations: list[dict[str, Any]]):
+    """Per checkpoint, in the order they were saved: bits per byte per language, overall ± its
+    standard error and its change from the stage's previous checkpoint, ≈ when within noise."""
+    from rich.table import Table
+
+    languages = list(dict.fromkeys(k for e in evaluations for k in (e["result"] or {}).get("bpb", {})))
+    table = Table(title="checkpoint evaluations: held-out bits per byte (lower is better), overall")
+    for column in ("stage", "step", *(f"bpb {lang}" for lang in languages), "overall", "Δ"):
+        table.add_column(column, no_wrap=True)
+    previous: dict[str, dict[str, Any]] = {}
+    for e in evaluations:
+        result = e["result"] or {}
+        bpb = result.get("bpb", {})
+        cells = [f"{bpb[lang]:.3f}" if lang in bpb else "-" for lang in languages]
+        overall, change = e["status"], ""
+        if "overall" in result:
+            overall = with_stderr(result["overall"], result.get("overall_stderr"))
+            before = previous.get(e["stage"])
+            if before is not None:
+                noise = within_noise(
+                    before["overall"],
+                    before.get("overall_stderr"),
+                    result["overall"],
+                    result.get("overall_stderr"),
+                )
+                change = f"{result['overall'] - before['overall']:+.2f}" + (" ≈" if noise else "")
+            previous[e["stage"]] = result
+        table.add_row(e["stage"], str(e["step"]), *cells, overall, change)
+    return table
 
 
 def print_summary(result: PipelineResult, plan_outputs: dict[str, str | Path], curves: Path | None) -> None:
@@ -136,19 +184,7 @@ def print_summary(result: PipelineResult, plan_outputs: dict[str, str | Path], c
     console.print(table)
     done = [e for e in result.evaluations if e["status"] == "done"]
     if result.evaluations:
-        evals = Table(title="checkpoint evaluations (asynchronous)")
-        for column in ("stage", "step", "overall", "worker", "attempts"):
-            evals.add_column(column)
-        for e in result.evaluations:
-            overall = (e["result"] or {}).get("overall")
-            evals.add_row(
-                e["stage"],
-                str(e["step"]),
-                "-" if overall is None else f"{overall:.2f}",
-                str(e["worker"]),
-                str(e["attempts"]),
-            )
-        console.print(evals)
+        console.print(evaluations_table(result.evaluations))
         console.print(f"{len(done)} of {len(result.evaluations)} checkpoint evaluations recorded")
     for output in plan_outputs.values():
         if output and (Path(output) / "answers.json").is_file():

@@ -23,6 +23,7 @@ from typing import Any
 from hcx.eval.report import mlflow_metrics
 from hcx.pipeline.executors import Job, LocalExecutor, RayExecutor, hcx_command
 from hcx.pipeline.plan import Plan, PlannedStage, produced_paths
+from hcx.pipeline.report import describe_result
 from hcx.pipeline.store import Store
 from hcx.pipeline.tracking import Tracker, flatten, numeric_metrics
 from hcx.pipeline.worker import CLOSED
@@ -172,9 +173,7 @@ class PipelineRunner:
             for path in result.get("files", {}).values():
                 self.tracker.artifact(run_id, Path(path), f"eval/step_{row['step']:07d}")
             self.store.mark_logged(row["event_id"])
-            self.say(
-                f"eval   {row['stage']} step {row['step']}: overall {result['overall']:.2f} ({row['worker']})"
-            )
+            self.say(f"eval   {row['stage']} step {row['step']}: {describe_result(result)} ({row['worker']})")
 
     def _finish_stage_run(self, stage: PlannedStage, ok: bool) -> None:
         from hcx.pipeline.report import curve_plot, stage_artifacts

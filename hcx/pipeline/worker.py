@@ -19,6 +19,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from hcx.eval.report import BPB_CATEGORY
 from hcx.pipeline.config import EvaluationSpec
 from hcx.pipeline.store import Claim, LostClaim, Store
 
@@ -44,6 +45,12 @@ def evaluate_checkpoint(claim: Claim, spec: EvaluationSpec, output_root: Path) -
         "scores": report.scores,
         "categories": report.categories,
         "overall": report.overall,
+        "overall_stderr": report.overall_stderr,
+        "bpb": {
+            task.removeprefix("hcx_bpb_"): score
+            for task, score in report.scores.items()
+            if report.task_categories[task] == BPB_CATEGORY
+        },
         "files": {k: str(v) for k, v in files.items()},
         "worker": claim.worker,
         "attempt": claim.attempt,

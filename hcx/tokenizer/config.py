@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from hcx.config import Section
+from hcx.data.held_out import HELD_OUT_FRACTION
 
 REFERENCE_NAMES = (
     "gpt4-cl100k",
@@ -103,7 +104,7 @@ class TokenizerConfig(Section):
     )
     min_frequency: int = Field(2, ge=1)
     held_out_fraction: float = Field(
-        0.05,
+        HELD_OUT_FRACTION,
         ge=0.0,
         lt=1.0,
         description="Share of documents (by text hash) never trained on; stats use them.",

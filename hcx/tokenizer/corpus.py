@@ -1,17 +1,17 @@
 """Reading training text: JSON Lines files (optionally gzip), one document per line.
 
-Every document is either *training* or *held out*, decided by a hash of its text, so
-the tokenizer never trains on the documents that ``hcx tokenizer stats`` and the
-benchmark measure on, whichever files they come from.
+Every document is either *training* or *held out*, decided by a hash of its text
+(:mod:`hcx.data.held_out`), so the tokenizer never trains on the documents that
+``hcx tokenizer stats``, the benchmark and bits per byte measure on, whichever files they come from.
 """
 
 from __future__ import annotations
 
 import glob
-import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from hcx.data.held_out import is_held_out
 from hcx.records import BadRecordError, Rejected, iter_rows
 
 
@@ -30,14 +30,6 @@ def expand_inputs(patterns: Sequence[str | Path]) -> list[Path]:
             raise TokenizerInputError(f"no input file matches {text}")
         files.extend(Path(m) for m in matches if Path(m) not in files)
     return files
-
-
-def is_held_out(text: str, fraction: float) -> bool:
-    """True for the ``fraction`` of documents reserved for measurement (stable across runs)."""
-    if fraction <= 0:
-        return False
-    digest = hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") < fraction * 2**64
 
 
 def read_documents(path: Path, field: str = "text") -> Iterator[str]:

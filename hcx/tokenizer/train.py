@@ -25,10 +25,11 @@ from pathlib import Path
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from hcx.data.held_out import is_held_out
 from hcx.tokenizer.bytelevel import canonical_merges, token_bytes, token_string
 from hcx.tokenizer.cache import StageCache, counts_key, morphemes_key
 from hcx.tokenizer.config import TokenizerConfig
-from hcx.tokenizer.corpus import TokenizerInputError, expand_inputs, is_held_out, select_documents
+from hcx.tokenizer.corpus import TokenizerInputError, expand_inputs, select_documents
 from hcx.tokenizer.hf_files import write_hf_files
 from hcx.tokenizer.morphemes import MorphemeSplitter
 from hcx.tokenizer.pretokenize import byte_level_pre_tokenizer, split_words

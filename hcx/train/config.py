@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from hcx.config import Section
+from hcx.data.held_out import BPB_BYTES
 from hcx.model.config import ModelConfig
 
 
@@ -102,6 +103,22 @@ class LoraConfig(Section):
         return self.alpha / self.rank
 
 
+class BpbConfig(Section):
+    """Bits per byte on held-out text (:mod:`hcx.data.held_out`), logged as ``bpb/<language>``
+    at each evaluation (``eval_every``) by every stage whose network predicts tokens."""
+
+    languages: list[str] = Field(
+        default_factory=lambda: ["ko", "en", "code"],
+        description="held-out text of these languages (ko en code ja zh de fr); [] turns it off",
+    )
+    max_bytes: int = Field(default=BPB_BYTES, gt=0, description="UTF-8 bytes of each language's text")
+    data_dir: str | None = Field(
+        default=None,
+        description="the shared data directory; null: $HCX_DATA_DIR or ../shared/data, and without "
+        "either bits per byte is not logged (a start event says so)",
+    )
+
+
 class LoopConfig(Section):
     """What every training stage shares (the :class:`hcx.train.trainer.Trainer`'s knobs).
 
@@ -127,6 +144,11 @@ class LoopConfig(Section):
     compile: bool = False
     seed: int = 0
     log_every: int = 10
+    eval_every: int | None = Field(
+        default=None,
+        description="steps between held-out evaluations (bits per byte, the stage's own); null: at each checkpoint",
+    )
+    bpb: BpbConfig = Field(default_factory=BpbConfig)
     peak_tflops: float | None = Field(default=None, description="per device, for MFU; guessed for known GPUs")
     resume: bool = True
     lora: LoraConfig | None = Field(

@@ -199,6 +199,9 @@ class PretrainTask(Task):
     def pipeline_loss(self, output: Tensor, target: Tensor) -> Tensor:
         return lm_loss(output, target)
 
+    def language_model(self) -> tuple[nn.Module, Any]:
+        return self.model, self.tokenizer
+
     def log_fields(self) -> dict[str, Any]:
         return {"seq_len": self.cfg.stages[max(self.stage_index, 0)].seq_len}
 

@@ -10,6 +10,9 @@ A :class:`Trainer` owns the step and everything around it, the same for every st
   networks are cast to the compute dtype), gradient accumulation, the mesh-aware gradient clip,
   AdamW and its schedule;
 - the JSONL log with progress bar, loss averaged over ranks, tokens/s and MFU;
+- held-out evaluation every ``eval_every`` steps: the task's own metrics and bits per byte on
+  held-out text of each language (:class:`hcx.train.bpb.HeldOutBpb`), so every stage that
+  predicts tokens shows the same tokenizer-independent measure of learning;
 - DCP checkpoints with exact resume and the checkpoint-saved callback (the pipeline passes
   its publish step there; training knows nothing of the pipeline).
 
@@ -34,6 +37,8 @@ from torch import Tensor, nn
 
 from hcx.model.config import ModelConfig
 from hcx.model.transformer import Transformer, canonical_name
+from hcx.paths import find_data_dir
+from hcx.train.bpb import HeldOutBpb
 from hcx.train.checkpoint import Checkpointer, CheckpointSaved, is_rank0
 from hcx.train.config import LoopConfig
 from hcx.train.lora import merged_weights
@@ -122,6 +127,20 @@ class Task:
     def checkpoint_due(self, step: int, every: int, total: int) -> bool:
         return step % every == 0 or step == total
 
+    def evaluation_due(self, step: int, every: int, total: int) -> bool:
+        """Whether held-out metrics are measured after ``step`` (``every``: ``eval_every`` or the
+        checkpoint interval)."""
+        return step % every == 0 or step == total
+
+    def evaluate(self) -> dict[str, Any]:
+        """The stage's own held-out metrics (run in eval mode, without gradients, under autocast)."""
+        return {}
+
+    def language_model(self) -> tuple[nn.Module, Any] | None:
+        """The network whose next-token predictions bits per byte measures, and its tokenizer;
+        None for a stage without one (the reward model)."""
+        return None
+
     def should_stop(self) -> bool:
         return False
 
@@ -177,6 +196,19 @@ class Trainer:
         )
         self.peak_tflops = cfg.peak_tflops or guess_peak_tflops(self.mesh.device)
         self.log: MetricsLog | None = None
+        self.bpb, self.bpb_off = self._held_out_bpb()
+
+    def _held_out_bpb(self) -> tuple[HeldOutBpb | None, str | None]:
+        """Bits per byte on ``cfg.bpb``'s held-out text, or None and why it is not measured."""
+        cfg, lm = self.cfg.bpb, self.task.language_model()
+        if lm is None or not cfg.languages:
+            return None, None
+        if self.mesh.pp > 1:
+            return None, "not under pipeline parallel (no rank holds the whole model)"
+        data_dir = cfg.data_dir or find_data_dir(required=False)
+        if data_dir is None:
+            return None, "no shared data directory: set bpb.data_dir or $HCX_DATA_DIR"
+        return HeldOutBpb(cfg.languages, lm[1], cfg.max_bytes, str(data_dir)), None
 
     # --- building networks -------------------------------------------------------------------
     @property
@@ -340,6 +372,18 @@ class Trainer:
         return int(count)
 
     # --- the loop ----------------------------------------------------------------------------
+    def evaluate(self) -> dict[str, Any]:
+        """The task's held-out metrics and bits per byte (``bpb/<language>``), in eval mode."""
+        self.module.eval()
+        try:
+            with torch.no_grad(), self.autocast():
+                record = dict(self.task.evaluate())
+                if self.bpb is not None:
+                    record |= self.bpb(self.task.language_model()[0])
+        finally:
+            self.module.train()
+        return record
+
     def log_event(self, record: dict[str, Any]) -> None:
         if self.log is not None:
             self.log.log(record)
@@ -357,6 +401,8 @@ class Trainer:
             record = {"event": "start", "params": self.num_params(), "world": world}
             if cfg.lora is not None:
                 record["trainable_params"] = self.num_params(trainable=True)
+            if self.bpb_off:
+                record["bpb_off"] = self.bpb_off
             self.log.log(record)
         window_tokens, window_start, window_losses = 0, time.perf_counter(), []
         while self.step < stop:
@@ -380,6 +426,10 @@ class Trainer:
             window_losses.append(loss)
             self.losses.append(loss)
             extra = task.end_step(self.step)
+            if task.evaluation_due(self.step, cfg.eval_every or cfg.checkpoint.every, self.total_steps):
+                began = time.perf_counter()
+                extra = {**(extra or {}), **self.evaluate()}
+                window_start += time.perf_counter() - began  # tokens/s counts training time only
             if self.step % cfg.log_every == 0 or self.step == stop or extra:
                 elapsed = max(time.perf_counter() - window_start, 1e-9)
                 record = {

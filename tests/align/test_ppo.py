@@ -55,6 +55,10 @@ def test_reward_rises_while_kl_stays_bounded(policy_dir: Path, data_dir: Path, t
     assert max(r["kl"] for r in its) < 20.0
     assert all(r["staleness"] <= 1 for r in its) and max(r["max_staleness"] for r in its) == 1
     assert Path(result.metrics["hf_dir"], "model.safetensors").is_file()
+    # The policy's held-out bits per byte beside the validation reward, at the same iterations.
+    evaluated = [r for r in log if "validation_reward" in r]
+    assert len(evaluated) == 2  # eval_every 5 of 10 iterations
+    assert all(0.5 < r["bpb/ko"] < 20 and r["bpb/en"] > 0 and r["bpb/code"] > 0 for r in evaluated)
 
 
 def test_unlikelihood_lowers_the_probability_of_repeating(

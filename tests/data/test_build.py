@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from hcx.cli import app
 from hcx.config import load_section
 from hcx.data.config import DataConfig
+from hcx.data.held_out import is_held_out
 from hcx.data.pipeline import StaleWorkError, build_corpus
 
 from .conftest import real_record
@@ -127,6 +128,20 @@ def test_achieved_token_shares_within_two_percent(built, data_dir):
         assert abs(n / total - 1 / 3) < 0.02, counts
     stats = json.loads((config.output_path / "stats.json").read_text())
     assert stats["mix"]["output_tokens"] == counts
+
+
+def test_held_out_documents_never_reach_the_corpus(built, data_dir):
+    """The documents bits per byte is measured on (hcx.data.held_out) are read and dropped."""
+    config, _ = built
+    with gzip.open(data_dir / "pretrain" / "ko.jsonl.gz", "rt", encoding="utf-8") as f:
+        wiki = [r for r in map(json.loads, f) if r["source"] == "korquad_v1_dev_contexts"][:700]
+    held = {r["id"] for r in wiki if is_held_out(r["text"])}
+    kept = {r["id"] for r in wiki} - held
+    assert 15 <= len(held) <= 60  # about 5 % of the source's first 700 documents
+    read = {r["id"].split("/", 1)[1] for r in read_shards(config.work_path / "filtered")}
+    read = {i for i in read if i in held | kept}
+    assert not read & held
+    assert len(read) >= 0.8 * len(kept)
 
 
 def test_knowledge_sources_are_repeated(built):

@@ -50,6 +50,10 @@ def test_recipe_compares_checkpoints(base_model_dir, data_dir, tmp_path):
     result = CliRunner().invoke(app, ["eval", "recipe", str(recipe), "--set", "eval.limit=2"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "out" / "radar.png").is_file()
+    # The same weights twice: every difference is zero, within noise.
+    comparison = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| hcx_kobest_copa |" in comparison and "| +0.00 ≈ |" in comparison
+    assert comparison in result.output
     for name in ("sft", "ppo"):
         assert (
             json.loads((tmp_path / "out" / name / "report.json").read_text())["samples"]["hcx_kobest_copa"]

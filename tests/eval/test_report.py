@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from hcx.eval.radar import radar_chart
-from hcx.eval.report import SUMMARY_CATEGORIES, EvalReport, headline
+from hcx.eval.report import SUMMARY_CATEGORIES, EvalReport, comparison_markdown, headline, within_noise
 
 
 def _report(shift: float = 0.0) -> EvalReport:
@@ -101,3 +102,42 @@ def test_percent_scaled_metrics_are_kept_and_model_graded_scorers_are_named() ->
     assert report.notes["xcomet"]
     markdown = report.markdown()
     assert f"- toxicity scorer: {report.notes['toxicity scorer']}" in markdown and "- xcomet:" in markdown
+
+
+def _scored(acc: dict[str, float], stderr: float = 0.02) -> EvalReport:
+    tasks = {"hcx_kmmlu_criminal_law": "korean", "hcx_kobest_copa": "korean", "hcx_piqa": "commonsense"}
+    metrics = {t: {"acc,none": acc[t], "acc_stderr,none": stderr} for t in tasks}
+    metrics["hcx_bpb_ko"] = {"bits_per_byte,none": 1.25, "bits_per_byte_stderr,none": "N/A"}
+    tasks["hcx_bpb_ko"] = "bits_per_byte"
+    return EvalReport.build(metrics, tasks, {"hcx_bpb_ko": "bits_per_byte"}, model="m", suite="s")
+
+
+def test_standard_errors_follow_the_scores_into_categories_and_overall():
+    report = _scored({"hcx_kmmlu_criminal_law": 0.3, "hcx_kobest_copa": 0.5, "hcx_piqa": 0.6})
+    assert report.stderrs["hcx_piqa"] == pytest.approx(2.0)
+    assert report.category_stderrs["korean"] == pytest.approx(math.sqrt(2 * 2.0**2) / 2)
+    assert report.overall_stderr == pytest.approx(math.sqrt(2.0 + 4.0) / 2)  # korean √2, commonsense 2
+    assert report.stderrs["hcx_bpb_ko"] is None
+    # Bits per byte stays in bits and out of overall.
+    assert report.scores["hcx_bpb_ko"] == 1.25 and report.categories["bits_per_byte"] == 1.25
+    assert report.overall == pytest.approx((40.0 + 60.0) / 2)
+    table = report.markdown()
+    assert "| korean | 40.00 ± 1.41 |" in table and "| **overall** | **50.00 ± 1.22** |" in table
+    assert "| bits_per_byte (lower is better) | 1.25 |" in table
+    # A report without any standard error (an old report.json) still reads and prints.
+    assert "| korean | 35.00 |" in _report().markdown()
+
+
+def test_comparison_marks_differences_within_noise():
+    base = _scored({"hcx_kmmlu_criminal_law": 0.30, "hcx_kobest_copa": 0.50, "hcx_piqa": 0.60})
+    moved = _scored({"hcx_kmmlu_criminal_law": 0.32, "hcx_kobest_copa": 0.52, "hcx_piqa": 0.75})
+    rows = {
+        line.split(" | ")[0].strip("| "): line
+        for line in comparison_markdown({"sft": base, "ppo": moved}).splitlines()
+    }
+    # Korean +2.00 with a difference stderr of 2.0: within noise; commonsense +15 with 2.83: not.
+    assert rows["korean"].endswith("| +2.00 ≈ |")
+    assert rows["commonsense"].endswith("| +15.00 |")
+    assert rows["hcx_bpb_ko"].endswith("| +0.00 ? |")  # no standard error: unknown
+    assert within_noise(10.0, 1.0, 12.0, 1.0) and not within_noise(10.0, 1.0, 13.0, 1.0)
+    assert within_noise(10.0, None, 12.0, 1.0) is None

@@ -9,10 +9,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-# Two cheap log-likelihood tasks on real shared items: enough to score a checkpoint in seconds.
+# Held-out Korean bits per byte and two cheap log-likelihood tasks on real shared items: enough
+# to score a checkpoint in seconds.
 TEST_SUITE = {
     "description": "pipeline tests",
     "tasks": [
+        {"task": "hcx_bpb_ko", "category": "bits_per_byte", "metric": "bits_per_byte"},
         {"task": "hcx_kmmlu_criminal_law", "num_fewshot": 0, "limit": 4, "category": "korean"},
         {"task": "hcx_piqa", "limit": 4, "category": "commonsense"},
     ],

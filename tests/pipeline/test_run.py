@@ -39,11 +39,32 @@ def test_stages_run_in_order_and_every_checkpoint_is_evaluated_once(finished_pip
     ]
     for row in evaluations:
         result = row["result"]
-        assert set(result["scores"]) == {"hcx_kmmlu_criminal_law", "hcx_piqa"}
+        assert set(result["scores"]) == {"hcx_bpb_ko", "hcx_kmmlu_criminal_law", "hcx_piqa"}
         assert 0 <= result["overall"] <= 100
         assert Path(result["files"]["radar"]).is_file()
     # Snapshots taken for evaluation are gone once evaluated; the stages' own checkpoints remain.
     assert not any((run_dir(finished_pipeline) / "snapshots").glob("*/step_*"))
+
+
+def test_held_out_bits_per_byte_falls_from_the_first_to_the_last_pretraining_checkpoint(
+    finished_pipeline: Path,
+) -> None:
+    """Learning shows: the evaluation workers' and the training log's bpb on held-out Korean."""
+    store = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    evaluated = {e["step"]: e["result"]["bpb"]["ko"] for e in store.evaluations() if e["stage"] == "pretrain"}
+    assert sorted(evaluated) == [4, 8, 12]
+    assert evaluated[12] < evaluated[4], evaluated
+    pretrain = Path(yaml.safe_load(finished_pipeline.read_text())["pretrain"]["output_dir"])
+    logged = {
+        r["step"]: r["bpb/ko"]
+        for r in map(json.loads, (pretrain / "train_log.jsonl").read_text().splitlines())
+        if "bpb/ko" in r
+    }
+    assert sorted(logged) == [4, 8, 12]
+    assert logged[12] < logged[4], logged
+    # The same documents after the same prefix token: training and evaluation measure one thing.
+    for step, value in logged.items():
+        assert abs(value - evaluated[step]) <= 1e-3 * value, (step, value, evaluated[step])
 
 
 def test_checkpoints_are_evaluated_while_training_goes_on(finished_pipeline: Path) -> None:
@@ -72,6 +93,9 @@ def test_mlflow_holds_the_parent_run_stage_runs_metrics_artifacts_and_models(fin
         assert len(losses) == {"pretrain": 12, "sft": 6}[stage]
         overall = client.get_metric_history(run.info.run_id, "eval/overall")
         assert sorted(m.step for m in overall) == {"pretrain": [4, 8, 12], "sft": [3, 6]}[stage]
+        for name in ("eval/hcx_bpb_ko", "bpb/ko"):  # the workers' and the training log's
+            history = client.get_metric_history(run.info.run_id, name)
+            assert sorted(m.step for m in history) == {"pretrain": [4, 8, 12], "sft": [3, 6]}[stage], name
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"eval", "model", "plots", "train_log.jsonl"} <= artifacts
         versions = client.search_model_versions(f"name='hcx-recipe-{stage}'")

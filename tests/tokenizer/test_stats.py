@@ -2,7 +2,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hcx.tokenizer.corpus import is_held_out, select_documents
+from hcx.data.held_out import is_held_out
+from hcx.tokenizer.corpus import select_documents
 from hcx.tokenizer.references import hcx_counter, load_reference
 from hcx.tokenizer.stats import OURS, compare, held_out_documents
 from tests.tokenizer.conftest import HELD_OUT, SLICE_BYTES
