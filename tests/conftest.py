@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from hcx.data.held_out import is_held_out
 from hcx.paths import find_data_dir
 from hcx.tokenizer import HcxTokenizer, load
+from tests.postgres import INSTALL_HINT, PostgresServer, server_binaries
 
 
 @pytest.fixture(scope="session")
@@ -17,6 +19,26 @@ def data_dir() -> Path:
     path = find_data_dir(required=True)
     assert path is not None
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (a throwaway cluster), stopped and deleted afterwards."""
+    bin_dir = server_binaries()
+    if bin_dir is None:
+        pytest.fail(INSTALL_HINT)
+    server = PostgresServer(bin_dir)
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database: a SQLite file, then a database on the session's PostgreSQL server."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/test.db"
+    return request.getfixturevalue("postgres").new_database()
 
 
 @pytest.fixture(scope="session")

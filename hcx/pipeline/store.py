@@ -1,7 +1,9 @@
 """The pipeline's durable store: stage status, checkpoint-saved events and their evaluations.
 
 SQLite by default (a file in the run directory); any SQLAlchemy URL, e.g. PostgreSQL, when
-several machines share one pipeline. Evaluation is exactly-once in effect (SPEC §5.4):
+several machines share one pipeline. Every call rides out a database that goes away for a while
+(a restart, a failover): it is retried with backoff (:func:`hcx.sql.retry`), and each is written
+so that running it again changes nothing. Evaluation is exactly-once in effect (SPEC §5.4):
 
 - a checkpoint event and its pending evaluation are inserted in one transaction, idempotently
   (``(stage, path)`` is unique), so re-publishing an event changes nothing;
@@ -10,19 +12,24 @@ several machines share one pipeline. Evaluation is exactly-once in effect (SPEC 
 - it renews the lease while it works; a worker that dies stops renewing, the lease expires
   and another worker claims the evaluation again;
 - the result is recorded by an UPDATE conditioned on the claim's token, so a late answer from
-  a worker that lost its claim is refused: every event ends with exactly one result.
+  a worker that lost its claim is refused: every event ends with exactly one result. When the
+  connection dropped after such an UPDATE committed, its retry finds the row already in that
+  state under the same token and counts as done.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
+
+from hcx.sql import RetryPolicy, engine_for, retry
 
 metadata = sa.MetaData()
 
@@ -102,38 +109,39 @@ class Claim:
     attempt: int
 
 
-def _engine(url: str) -> sa.Engine:
-    if url.startswith("sqlite:///"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, connect_args={"timeout": 60})
+F = TypeVar("F", bound=Callable[..., Any])
 
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(conn, _record) -> None:
-            cursor = conn.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=60000")
-            cursor.close()
 
-        return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+def _retried(method: F) -> F:
+    """Run a store method again while the database is unreachable (see :func:`hcx.sql.retry`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: Store, *args: Any, **kwargs: Any) -> Any:
+        return retry(lambda: method(self, *args, **kwargs), f"store.{method.__name__}", self.retry_policy)
+
+    return wrapper  # type: ignore[return-value]
 
 
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, retry_policy: RetryPolicy | None = None):
         self.url = url
-        self.engine = _engine(url)
-        metadata.create_all(self.engine)
+        self.retry_policy = retry_policy or RetryPolicy()
+        self.engine = engine_for(url)
+        retry(lambda: metadata.create_all(self.engine), "creating the store's tables", self.retry_policy)
 
     # --- stages ------------------------------------------------------------------------------
+    @_retried
     def stage(self, name: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
             row = conn.execute(sa.select(stages).where(stages.c.name == name)).mappings().first()
         return dict(row) if row else None
 
+    @_retried
     def all_stages(self) -> dict[str, dict[str, Any]]:
         with self.engine.connect() as conn:
             return {r["name"]: dict(r) for r in conn.execute(sa.select(stages)).mappings()}
 
+    @_retried
     def stage_started(self, name: str, config_hash: str) -> None:
         now = time.time()
         with self.engine.begin() as conn:
@@ -158,6 +166,7 @@ class Store:
                     .values(attempts=row.attempts + 1, config_hash=config_hash, **values)
                 )
 
+    @_retried
     def stage_finished(self, name: str, returncode: int, error: str | None = None) -> None:
         now = time.time()
         with self.engine.begin() as conn:
@@ -174,26 +183,31 @@ class Store:
                 )
             )
 
+    @_retried
     def set_stage_pid(self, name: str, pid: int | None) -> None:
         with self.engine.begin() as conn:
             conn.execute(stages.update().where(stages.c.name == name).values(pid=pid))
 
+    @_retried
     def set_stage_run(self, name: str, run_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(stages.update().where(stages.c.name == name).values(mlflow_run_id=run_id))
 
     # --- flags -------------------------------------------------------------------------------
+    @_retried
     def set_flag(self, name: str, value: Any) -> None:
         with self.engine.begin() as conn:
             conn.execute(flags.delete().where(flags.c.name == name))
             conn.execute(flags.insert().values(name=name, value=json.dumps(value)))
 
+    @_retried
     def flag(self, name: str, default: Any = None) -> Any:
         with self.engine.connect() as conn:
             value = conn.execute(sa.select(flags.c.value).where(flags.c.name == name)).scalar()
         return default if value is None else json.loads(value)
 
     # --- checkpoint events -------------------------------------------------------------------
+    @_retried
     def publish(
         self,
         stage: str,
@@ -205,26 +219,29 @@ class Store:
         evaluate: bool = True,
     ) -> int:
         """Record a checkpoint-saved event (and its pending evaluation); idempotent per checkpoint."""
-        with self.engine.begin() as conn:
-            existing = conn.execute(
-                sa.select(events.c.id).where(events.c.stage == stage, events.c.path == path)
-            ).scalar()
-            if existing is not None:
-                return int(existing)
-            event_id = conn.execute(
-                events.insert().values(
-                    stage=stage,
-                    path=path,
-                    step=step,
-                    time=time_ or time.time(),
-                    tokens_seen=tokens_seen,
-                    loss=loss,
-                )
-            ).inserted_primary_key[0]
-            if evaluate:
-                conn.execute(evaluations.insert().values(event_id=event_id, status="pending", attempts=0))
-            return int(event_id)
+        existing = sa.select(events.c.id).where(events.c.stage == stage, events.c.path == path)
+        try:
+            with self.engine.begin() as conn:
+                if (found := conn.execute(existing).scalar()) is not None:
+                    return int(found)
+                event_id = conn.execute(
+                    events.insert().values(
+                        stage=stage,
+                        path=path,
+                        step=step,
+                        time=time_ or time.time(),
+                        tokens_seen=tokens_seen,
+                        loss=loss,
+                    )
+                ).inserted_primary_key[0]
+                if evaluate:
+                    conn.execute(evaluations.insert().values(event_id=event_id, status="pending", attempts=0))
+                return int(event_id)
+        except sa.exc.IntegrityError:  # another publisher of this checkpoint committed first
+            with self.engine.connect() as conn:
+                return int(conn.execute(existing).scalar_one())
 
+    @_retried
     def events(self, stage: str | None = None) -> list[Event]:
         query = sa.select(events).order_by(events.c.id)
         if stage is not None:
@@ -233,6 +250,7 @@ class Store:
             return [Event(**dict(r)) for r in conn.execute(query).mappings()]
 
     # --- evaluations -------------------------------------------------------------------------
+    @_retried
     def claim(self, worker: str, lease_seconds: float, max_attempts: int = 3) -> Claim | None:
         """Take the oldest pending (or abandoned) evaluation, or None when there is none."""
         claimable = sa.or_(
@@ -277,6 +295,7 @@ class Store:
                 event = conn.execute(sa.select(events).where(events.c.id == row.event_id)).mappings().one()
                 return Claim(Event(**dict(event)), token, worker, row.attempts + 1)
 
+    @_retried
     def _update_claim(self, claim: Claim, **values: Any) -> None:
         with self.engine.begin() as conn:
             changed = conn.execute(
@@ -288,8 +307,18 @@ class Store:
                 )
                 .values(**values)
             ).rowcount
-        if changed != 1:
-            raise LostClaim(f"evaluation of event {claim.event.id} ({claim.event.path}) was taken over")
+            if changed != 1 and not self._already_applied(conn, claim, values):
+                raise LostClaim(f"evaluation of event {claim.event.id} ({claim.event.path}) was taken over")
+
+    @staticmethod
+    def _already_applied(conn: sa.Connection, claim: Claim, values: dict[str, Any]) -> bool:
+        """True when this claim's update already committed: a retry after the acknowledgement was lost."""
+        row = conn.execute(
+            sa.select(evaluations.c.status, evaluations.c.token).where(
+                evaluations.c.event_id == claim.event.id
+            )
+        ).first()
+        return row is not None and row.token == claim.token and row.status == values.get("status", "claimed")
 
     def renew(self, claim: Claim, lease_seconds: float) -> None:
         self._update_claim(claim, lease_until=time.time() + lease_seconds)
@@ -301,6 +330,7 @@ class Store:
         """Give the evaluation back (pending again) after an error; ``claim`` retries it up to max_attempts."""
         self._update_claim(claim, status="pending", token=None, lease_until=None, error=error[-4000:])
 
+    @_retried
     def evaluations(self) -> list[dict[str, Any]]:
         query = (
             sa.select(
@@ -315,6 +345,7 @@ class Store:
             row["result"] = json.loads(row["result"]) if row["result"] else None
         return rows
 
+    @_retried
     def unfinished_evaluations(self) -> int:
         with self.engine.connect() as conn:
             return int(
@@ -323,6 +354,7 @@ class Store:
                 ).scalar_one()
             )
 
+    @_retried
     def mark_logged(self, event_id: int) -> None:
         with self.engine.begin() as conn:
             conn.execute(evaluations.update().where(evaluations.c.event_id == event_id).values(logged=True))

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+
+from hcx.pipeline.config import PipelineConfig
+from hcx.pipeline.store import Store
+from tests.postgres import PostgresServer
 
 # Held-out Korean bits per byte and two cheap log-likelihood tasks on real shared items: enough
 # to score a checkpoint in seconds.
@@ -32,6 +37,7 @@ def pipeline_recipe(
     workers: int = 1,
     executor: str = "local",
     stages: tuple[str, ...] = ("pretrain", "sft"),
+    store: str | None = None,
 ) -> Path:
     suite = tmp_path / "suite.yaml"
     suite.write_text(yaml.safe_dump(TEST_SUITE))
@@ -40,6 +46,7 @@ def pipeline_recipe(
         "pipeline": {
             "run_dir": str(tmp_path / "pipe"),
             "executor": executor,
+            "store": store,
             "stages": {name: graph[name] for name in stages},
             "evaluation": {
                 "workers": workers,
@@ -88,11 +95,53 @@ def hcx(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hcx.cli", *args], capture_output=True, text=True, **kwargs)
 
 
-@pytest.fixture(scope="module")
-def finished_pipeline(tmp_path_factory, tokenizer_dir: Path, corpus_glob: str, data_dir: Path) -> Path:
-    """One real ``hcx run`` of pretrain -> sft with one evaluation worker; returns its recipe."""
-    tmp = tmp_path_factory.mktemp("pipeline")
-    recipe = pipeline_recipe(tmp, tokenizer_dir, corpus_glob, data_dir)
-    done = hcx("run", str(recipe), timeout=600)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+def store_of(recipe: Path) -> Store:
+    """The event store a recipe's pipeline used."""
+    return Store(PipelineConfig.model_validate(yaml.safe_load(recipe.read_text())["pipeline"]).store_url())
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def finished_pipeline(
+    request: pytest.FixtureRequest, tmp_path_factory, tokenizer_dir: Path, corpus_glob: str, data_dir: Path
+) -> Path:
+    """One real ``hcx run`` of pretrain -> sft with one evaluation worker; returns its recipe.
+
+    Its event store is a SQLite file, or a PostgreSQL database that goes away mid-run: the
+    server stops once the first evaluation is recorded and starts again once the driver has
+    said it is retrying. The tests that follow find no trace of the outage.
+    """
+    tmp = tmp_path_factory.mktemp(f"pipeline-{request.param}")
+    if request.param == "sqlite":
+        recipe = pipeline_recipe(tmp, tokenizer_dir, corpus_glob, data_dir)
+        done = hcx("run", str(recipe), timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return recipe
+    postgres: PostgresServer = request.getfixturevalue("postgres")
+    recipe = pipeline_recipe(tmp, tokenizer_dir, corpus_glob, data_dir, store=postgres.new_database())
+    output = run_through_an_outage(recipe, postgres, tmp / "driver.log")
+    assert "database unavailable during" in output
     return recipe
+
+
+def run_through_an_outage(recipe: Path, postgres: PostgresServer, log_path: Path) -> str:
+    """``hcx run`` with the store's server stopped after the first evaluation and restarted once the driver retries."""
+    store = store_of(recipe)
+    with open(log_path, "w") as log:
+        driver = subprocess.Popen(
+            [sys.executable, "-m", "hcx.cli", "run", str(recipe)], stdout=log, stderr=log
+        )
+    deadline = time.monotonic() + 600
+    while not any(row["status"] == "done" for row in store.evaluations()):
+        assert driver.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+        time.sleep(0.2)
+    postgres.stop()
+    try:
+        while "database unavailable during" not in log_path.read_text():
+            assert driver.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.2)
+    finally:
+        postgres.start()
+    driver.wait(timeout=600)
+    output = log_path.read_text()
+    assert driver.returncode == 0, output[-3000:]
+    return output

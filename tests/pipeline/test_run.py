@@ -8,12 +8,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from hcx.pipeline.store import Store
 from hcx.pipeline.worker import CLOSED
-from tests.pipeline.conftest import hcx, pipeline_recipe
+from tests.pipeline.conftest import hcx, pipeline_recipe, store_of
 
 
 def run_dir(recipe: Path) -> Path:
@@ -21,7 +22,7 @@ def run_dir(recipe: Path) -> Path:
 
 
 def test_stages_run_in_order_and_every_checkpoint_is_evaluated_once(finished_pipeline: Path) -> None:
-    store = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    store = store_of(finished_pipeline)
     stages = store.all_stages()
     assert {n: s["status"] for n, s in stages.items()} == {"pretrain": "done", "sft": "done"}
     assert stages["pretrain"]["finished"] <= stages["sft"]["started"]
@@ -50,7 +51,7 @@ def test_held_out_bits_per_byte_falls_from_the_first_to_the_last_pretraining_che
     finished_pipeline: Path,
 ) -> None:
     """Learning shows: the evaluation workers' and the training log's bpb on held-out Korean."""
-    store = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    store = store_of(finished_pipeline)
     evaluated = {e["step"]: e["result"]["bpb"]["ko"] for e in store.evaluations() if e["stage"] == "pretrain"}
     assert sorted(evaluated) == [4, 8, 12]
     assert evaluated[12] < evaluated[4], evaluated
@@ -68,7 +69,7 @@ def test_held_out_bits_per_byte_falls_from_the_first_to_the_last_pretraining_che
 
 
 def test_checkpoints_are_evaluated_while_training_goes_on(finished_pipeline: Path) -> None:
-    store = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    store = store_of(finished_pipeline)
     stages = store.all_stages()
     evaluations = store.evaluations()
     first_eval_done = min(e["finished"] for e in evaluations)
@@ -109,7 +110,7 @@ def test_a_rerun_skips_finished_stages(finished_pipeline: Path) -> None:
     again = hcx("run", str(finished_pipeline), timeout=300)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "skip   pretrain" in again.stdout and "skip   sft" in again.stdout
-    store = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    store = store_of(finished_pipeline)
     assert {s["attempts"] for s in store.all_stages().values()} == {1}
 
 
@@ -144,11 +145,70 @@ def test_killed_pretraining_resumes_from_its_checkpoint_on_rerun(
     assert store.stage("pretrain")["status"] == "done" and store.stage("pretrain")["attempts"] == 2
 
 
+def test_a_killed_driver_is_resumed_by_the_rerun_and_every_evaluation_is_recorded_once(
+    tmp_path: Path, tokenizer_dir: Path, corpus_glob: str, data_dir: Path
+) -> None:
+    """SIGKILL ``hcx run`` itself while pretraining runs and a worker evaluates; its children die with it."""
+    recipe = pipeline_recipe(
+        tmp_path, tokenizer_dir, corpus_glob, data_dir, pretrain_steps=400, stages=("pretrain",)
+    )
+    raw = yaml.safe_load(recipe.read_text())
+    raw["pipeline"]["evaluation"].update(lease_seconds=3, heartbeat_seconds=1)
+    recipe.write_text(yaml.safe_dump(raw))
+    store = store_of(recipe)
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "hcx.cli", "run", str(recipe)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while not any(row["status"] == "claimed" for row in store.evaluations()):
+        assert driver.poll() is None and time.time() < deadline, "no evaluation was claimed"
+        time.sleep(0.1)
+    driver.kill()
+    driver.wait()
+    stage = store.stage("pretrain")
+    assert stage["status"] == "running"  # killed mid-training, as far as the store knows
+    _wait_for_exit(stage["pid"])  # the stage and the worker die with their driver (PR_SET_PDEATHSIG)
+    saved = max(e.step for e in store.events("pretrain"))
+
+    rerun = hcx("run", str(recipe), "--set", f"pretrain.steps={saved + 4}", timeout=600)
+    assert rerun.returncode == 0, rerun.stdout[-2000:] + rerun.stderr[-2000:]
+    steps = [e.step for e in store.events("pretrain")]
+    assert steps == list(range(4, saved + 5, 4))
+    rows = store.evaluations()
+    assert [(r["step"], r["status"]) for r in rows] == [(step, "done") for step in steps]
+    assert all(r["logged"] for r in rows)
+    assert store.stage("pretrain")["status"] == "done" and store.stage("pretrain")["attempts"] == 2
+    client = MlflowClient(tracking_uri=f"sqlite:///{run_dir(recipe)}/mlflow.db")
+    experiment = client.get_experiment_by_name("hcx")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.info.run_name for r in runs) == ["pipeline:recipe", "pretrain"]
+    (stage_run,) = [r for r in runs if r.info.run_name == "pretrain"]
+    overall = client.get_metric_history(stage_run.info.run_id, "eval/overall")
+    assert sorted(m.step for m in overall) == steps
+
+
+def _wait_for_exit(pid: int, seconds: float = 30) -> None:
+    deadline = time.time() + seconds
+    while Path(f"/proc/{pid}").exists() and "zombie" not in _process_state(pid):
+        assert time.time() < deadline, f"process {pid} outlived its driver"
+        time.sleep(0.1)
+
+
+def _process_state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().lower()
+    except OSError:
+        return "zombie"
+
+
+@pytest.mark.parametrize("finished_pipeline", ["sqlite"], indirect=True)
 def test_a_worker_killed_mid_evaluation_leads_to_exactly_one_result(
     finished_pipeline: Path, tmp_path: Path
 ) -> None:
     """Re-publish a real checkpoint into a fresh store; kill the first worker while it evaluates."""
-    source = Store(f"sqlite:///{run_dir(finished_pipeline)}/pipeline.db")
+    source = store_of(finished_pipeline)
     checkpoint = sorted((finished_pipeline.parent / "pretrain" / "checkpoints").glob("step_*"))[-1]
     recipe = tmp_path / "recipe.yaml"
     body = yaml.safe_load(finished_pipeline.read_text())
