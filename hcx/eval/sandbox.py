@@ -9,11 +9,19 @@ hardening, layer by layer:
 * resource limits set before ``exec``: ``RLIMIT_CPU``, ``RLIMIT_AS`` (memory),
   ``RLIMIT_FSIZE`` (largest file), ``RLIMIT_NPROC`` (process count), no core dumps;
 * a fresh temporary directory as the working directory, deleted afterwards;
-* OS isolation where the machine allows it (probed once, see :func:`isolation`):
-  ``unshare`` into new network, PID and mount namespaces (no interface but a down loopback,
-  a private ``/proc`` that shows none of the parent's processes or their environment) and,
-  when started as root, the program runs as ``nobody`` so file permissions protect the
-  system and ``RLIMIT_NPROC`` actually applies (the kernel exempts root from it);
+* a private filesystem view where bubblewrap (``bwrap``) works (probed once, see
+  :func:`isolation`): the program sees only the system directories (``/usr`` and the
+  ``/bin``, ``/lib*`` links or directories) and the interpreter's own installation, read-only;
+  its working directory as ``/sandbox``; a fresh ``/proc`` of its own PID namespace; a minimal
+  ``/dev``; an empty ``/tmp`` capped at ``file_size_mb`` (root's, so ``nobody`` cannot write
+  there). No ``/etc``, ``/home``, ``/root``, project checkout or data: they do not exist for it. The same ``bwrap`` puts it in new network, PID, IPC and
+  UTS namespaces and sets ``no_new_privs``;
+* otherwise OS isolation by ``unshare`` where the machine allows it: new network, PID and
+  mount namespaces (no interface but a down loopback, a private ``/proc`` that shows none of
+  the parent's processes or their environment), but every world-readable file stays readable
+  (a warning is logged and :attr:`Isolation.describe` says so);
+* either way, when started as root, the program runs as ``nobody`` so file permissions protect
+  the system and ``RLIMIT_NPROC`` actually applies (the kernel exempts root from it);
 * inside the child an audit hook (PEP 578) refuses sockets, ``ctypes`` and file writes
   outside the working directory — the only network barrier when no namespace is available;
 * a wall-clock timeout that kills the whole process group; with a PID namespace killing
@@ -47,11 +55,19 @@ from hcx.config import Section
 log = logging.getLogger(__name__)
 NOBODY = 65534
 MINIMAL_PATH = "/usr/local/bin:/usr/bin:/bin"
+SANDBOX_DIR = "/sandbox"  # the working directory as a program in the bubblewrap view sees it
 Status = Literal["passed", "failed", "timeout"]
-# A shell as the namespace's PID 1: the kernel never delivers SIGXCPU to a PID 1 without a handler,
-# and the shell turns the program's death by signal into exit status 128 + signal for us.
+# A shell as the namespace's PID 1 under ``unshare``: the kernel never delivers SIGXCPU to a PID 1
+# without a handler, and the shell turns the program's death by signal into exit status 128 + signal.
+# (Under bubblewrap, bwrap's own init is PID 1 and reports 128 + signal itself.)
 _REAPER = ("/bin/sh", "-c", '"$@"; exit $?', "sh")
 _KILLED = {-signal.SIGXCPU, -signal.SIGKILL, 128 + signal.SIGXCPU, 128 + signal.SIGKILL}
+# Read-only in the bubblewrap view, those that exist (merged-/usr links are recreated as links).
+_SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# An interpreter installed under these is not used in the view: binding it would reveal them.
+_PRIVATE_DIRS = ("/root", "/home")
+# Importing extension modules proves that their shared libraries (libcrypto, libmpdec) are visible.
+_PROBE_CODE = "import decimal, hashlib, json, math, random"
 
 _GUARD = r"""
 import os, sys
@@ -92,13 +108,22 @@ class SandboxConfig(Section):
     timeout_s: float = Field(10.0, gt=0, description="wall-clock limit; the process group is killed")
     cpu_s: int = Field(10, gt=0, description="RLIMIT_CPU seconds")
     memory_mb: int = Field(1024, gt=0, description="RLIMIT_AS, address space in MiB")
-    file_size_mb: int = Field(16, gt=0, description="RLIMIT_FSIZE, largest file the program may write")
+    file_size_mb: int = Field(
+        16, gt=0, description="RLIMIT_FSIZE, largest file the program may write; also the size of its /tmp"
+    )
     max_processes: int = Field(16, gt=0, description="RLIMIT_NPROC headroom above the sandbox user's count")
     workers: int = Field(max(1, os.cpu_count() or 1), gt=0, description="programs run concurrently")
     python: str | None = Field(
         None, description="interpreter; default: this one, else python3 on the system PATH"
     )
-    isolate: bool = Field(True, description="use unshare namespaces (and uid nobody as root) when possible")
+    isolate: bool = Field(
+        True, description="use bubblewrap or unshare namespaces (and uid nobody as root) when possible"
+    )
+    bwrap: str | None = Field(
+        "bwrap",
+        description="bubblewrap executable (name on PATH or path) for the private filesystem view; "
+        "None: no view, programs can read every world-readable file",
+    )
     output_chars: int = Field(2000, gt=0, description="tail of stdout and stderr kept in the result")
 
 
@@ -117,45 +142,76 @@ class SandboxResult:
 
 @dataclass(frozen=True)
 class Isolation:
-    """How programs are started on this machine (``describe`` is logged and documented)."""
+    """How programs are started on this machine (``describe`` is logged and documented).
+
+    ``view`` is the ``bwrap`` command line of the private filesystem view, empty when there is
+    none; the working directory is added per run (:meth:`command`), then ``prefix`` follows.
+    """
 
     prefix: tuple[str, ...]
     python: str
     uid: int | None
     describe: str
+    view: tuple[str, ...] = ()
+
+    @property
+    def hides_files(self) -> bool:
+        """Whether the program sees only the system directories, not the machine's files."""
+        return bool(self.view)
+
+    def workdir(self, run_dir: Path) -> str:
+        """``run_dir`` as the program sees it."""
+        return SANDBOX_DIR if self.view else str(run_dir)
+
+    def command(self, run_dir: Path, tmp_bytes: int) -> list[str]:
+        """Everything before the interpreter for a program working in ``run_dir``."""
+        if not self.view:
+            return list(self.prefix)
+        run = ["--size", str(tmp_bytes), "--tmpfs", "/tmp", "--bind", str(run_dir), SANDBOX_DIR]
+        return [*self.view, *run, "--chdir", SANDBOX_DIR, "--", *self.prefix]
 
 
-def _works(argv: Sequence[str]) -> bool:
+def _failure(argv: Sequence[str], code: str = "pass", cwd: str = "/") -> str | None:
+    """Why ``argv -I -c code`` does not run cleanly, None when it does."""
     try:
         done = subprocess.run(
-            [*argv, "-I", "-c", "pass"],
-            env={"PATH": MINIMAL_PATH},
-            cwd="/",
+            [*argv, "-I", "-c", code],
+            env={"PATH": MINIMAL_PATH, "LANG": "C.UTF-8"},
+            cwd=cwd,
             capture_output=True,
             timeout=20,
         )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return done.returncode == 0
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if done.returncode != 0:
+        lines = done.stderr.decode(errors="replace").strip().splitlines()
+        return f"exit status {done.returncode}: {lines[-1] if lines else 'no message'}"
+    return None
+
+
+def _works(argv: Sequence[str]) -> bool:
+    return _failure(argv) is None
+
+
+def isolation(python: str | None = None, isolate: bool = True, bwrap: str | None = "bwrap") -> Isolation:
+    """Which isolation this machine permits (probed once per argument choice, then cached).
+
+    A machine without a usable bubblewrap still runs programs, with a logged warning and a
+    ``describe`` that says the filesystem is visible.
+    """
+    return _isolation(python, isolate, bwrap)
 
 
 @functools.cache
-def isolation(python: str | None = None, isolate: bool = True) -> Isolation:
-    """Which isolation this machine permits (probed once per interpreter choice, then cached)."""
-    chosen = _probe(python, isolate)
+def _isolation(python: str | None, isolate: bool, bwrap: str | None) -> Isolation:
+    chosen = _probe(python, isolate, bwrap)
     log.info("code sandbox: %s (python %s)", chosen.describe, chosen.python)
     return chosen
 
 
-def _probe(python: str | None, isolate: bool) -> Isolation:
-    """Try the strongest isolation first.
-
-    Root: ``unshare --net --pid --mount-proc`` and uid ``nobody`` (the interpreter must be
-    executable by ``nobody``, so a venv under ``/root`` falls back to the system python).
-    Other users: the same namespaces inside a user namespace when the kernel allows it.
-    Otherwise no namespaces: limits, scrubbed environment and the audit hook only.
-    """
-    candidates = (
+def _candidates(python: str | None) -> list[str]:
+    """Interpreters to try, best first: the configured one, else this one, its base, system python3."""
+    found = (
         [python]
         if python
         else [
@@ -164,23 +220,131 @@ def _probe(python: str | None, isolate: bool) -> Isolation:
             shutil.which("python3", path=MINIMAL_PATH),
         ]
     )
-    candidates = [c for c in dict.fromkeys(candidates) if c and os.access(c, os.X_OK)]
+    candidates = [c for c in dict.fromkeys(found) if c and os.access(c, os.X_OK)]
     if not candidates:
-        raise FileNotFoundError(f"sandbox: no usable python interpreter among {python or candidates!r}")
+        raise FileNotFoundError(f"sandbox: no usable python interpreter among {python or found!r}")
+    return candidates
+
+
+def _probe(python: str | None, isolate: bool, bwrap: str | None) -> Isolation:
+    """Try the strongest isolation first: bubblewrap, then ``unshare``, then none."""
+    candidates = _candidates(python)
+    if not isolate:
+        log.warning("code sandbox: isolation disabled by configuration")
+        return _bare(candidates[0])
+    viewed = _bwrap_isolation(bwrap, candidates)
+    if isinstance(viewed, Isolation):
+        return viewed
+    log.warning(
+        "code sandbox: no private filesystem view (%s): programs can read every world-readable file",
+        viewed,
+    )
+    return _unshare_isolation(candidates) or _bare(candidates[0])
+
+
+def _bare(python: str) -> Isolation:
+    return Isolation((), python, None, "no namespaces: limits, scrubbed env, audit hook; no filesystem view")
+
+
+def _unshare_isolation(candidates: Sequence[str]) -> Isolation | None:
+    """``unshare --net --pid --mount-proc``: root directly and as uid ``nobody`` (the interpreter
+    must be executable by ``nobody``, so a venv under ``/root`` falls back to the system python),
+    other users inside a user namespace when the kernel allows it.
+    """
     unshare = shutil.which("unshare", path=MINIMAL_PATH)
-    if isolate and unshare:
-        namespaces = ("--net", "--pid", "--fork", "--kill-child", "--mount-proc")
-        if os.geteuid() == 0:
-            prefix = (unshare, *namespaces, "--setuid", str(NOBODY), "--setgid", str(NOBODY))
-            for interpreter in candidates:
-                if _works([*prefix, interpreter]):
-                    return Isolation(prefix, interpreter, NOBODY, "namespaces net+pid+mount, uid nobody")
-        else:
-            prefix = (unshare, "--user", "--map-root-user", *namespaces)
-            for interpreter in candidates:
-                if _works([*prefix, interpreter]):
-                    return Isolation(prefix, interpreter, None, "user namespace with net+pid+mount")
-    return Isolation((), candidates[0], None, "no namespaces: limits, scrubbed env, audit hook")
+    if unshare is None:
+        return None
+    namespaces = ("--net", "--pid", "--fork", "--kill-child", "--mount-proc")
+    if os.geteuid() == 0:
+        prefix = (unshare, *namespaces, "--setuid", str(NOBODY), "--setgid", str(NOBODY), *_REAPER)
+        uid, describe = NOBODY, "namespaces net+pid+mount, uid nobody; no filesystem view"
+    else:
+        prefix = (unshare, "--user", "--map-root-user", *namespaces, *_REAPER)
+        uid, describe = None, "user namespace with net+pid+mount; no filesystem view"
+    for interpreter in candidates:
+        if _works([*prefix, interpreter]):
+            return Isolation(prefix, interpreter, uid, describe)
+    return None
+
+
+def _bwrap_isolation(bwrap: str | None, candidates: Sequence[str]) -> Isolation | str:
+    """The bubblewrap view with the first candidate that runs in it, else why there is none.
+
+    Root: bwrap itself (no user namespace, which would map the program back to root and so
+    exempt it from ``RLIMIT_NPROC``), then ``unshare --setuid`` drops to ``nobody`` inside.
+    Other users: bwrap in a user namespace, with nested user namespaces disabled.
+    """
+    if not bwrap:
+        return "bubblewrap disabled by configuration"
+    path = shutil.which(bwrap, path=MINIMAL_PATH)
+    if path is None:
+        return f"{bwrap!r} not found (Debian package bubblewrap)"
+    root = os.geteuid() == 0
+    prefix: tuple[str, ...] = ()
+    if root:
+        if (unshare := shutil.which("unshare", path=MINIMAL_PATH)) is None:
+            return "unshare (util-linux) is needed to drop to nobody"
+        prefix = (unshare, "--setuid", str(NOBODY), "--setgid", str(NOBODY))
+    describe = "bubblewrap: read-only system view, namespaces net+pid+ipc+uts" + (
+        ", uid nobody" if root else " in a user namespace"
+    )
+    reasons = []
+    for interpreter in dict.fromkeys(os.path.realpath(c) for c in candidates):
+        installed = _installation(interpreter)
+        if isinstance(installed, str):
+            reasons.append(f"{interpreter}: {installed}")
+            continue
+        iso = Isolation(prefix, interpreter, NOBODY if root else None, describe, _view(path, installed))
+        with tempfile.TemporaryDirectory(prefix="hcx-sandbox-probe-") as probe:
+            failure = _failure([*iso.command(Path(probe), 1024 * 1024), interpreter], _PROBE_CODE, probe)
+        if failure is None:
+            return iso
+        reasons.append(f"{interpreter}: {failure}")
+    return "; ".join(reasons)
+
+
+def _under(path: str, parents: Sequence[str]) -> bool:
+    return any(path == p or path.startswith(p.rstrip("/") + "/") for p in parents)
+
+
+def _installation(python: str) -> tuple[str, ...] | str:
+    """The directories of ``python``'s installation the view lacks (a python outside ``/usr``,
+    e.g. ``/opt/python``), or why it cannot be used there.
+    """
+    try:
+        done = subprocess.run(
+            [python, "-I", "-c", "import sys; print(sys.base_prefix); print(sys.base_exec_prefix)"],
+            env={"PATH": MINIMAL_PATH},
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return str(e)
+    if done.returncode != 0:
+        return f"exit status {done.returncode}"
+    dirs = {os.path.realpath(d) for d in [os.path.dirname(python), *done.stdout.splitlines()]}
+    extra = sorted(d for d in dirs if not _under(d, _SYSTEM_DIRS))
+    package = str(Path(__file__).resolve())
+    if exposed := [d for d in extra if d == "/" or _under(d, _PRIVATE_DIRS) or _under(package, [d])]:
+        return f"installed in {exposed[0]}, which the view must not show"
+    return tuple(extra)
+
+
+def _view(bwrap: str, extra: Sequence[str]) -> tuple[str, ...]:
+    """bwrap options for namespaces and a view of the system directories and ``extra``, read-only."""
+    args = [bwrap, "--unshare-net", "--unshare-pid", "--unshare-ipc", "--unshare-uts"]
+    args += ["--unshare-cgroup-try", "--die-with-parent", "--new-session"]
+    if os.geteuid() != 0:
+        args += ["--unshare-user", "--disable-userns"]
+    for directory in _SYSTEM_DIRS:
+        if os.path.islink(directory):
+            args += ["--symlink", os.readlink(directory), directory]
+        elif os.path.isdir(directory):
+            args += ["--ro-bind", directory, directory]
+    for directory in extra:
+        args += ["--ro-bind", directory, directory]
+    return (*args, "--proc", "/proc", "--dev", "/dev")
 
 
 def _process_count(uid: int) -> int:
@@ -272,7 +436,7 @@ def run_program(program: str, config: SandboxConfig | None = None) -> SandboxRes
     anything else (failed assert, exception, limit hit, refused operation) is ``failed``.
     """
     config = config or SandboxConfig()
-    iso = isolation(config.python, config.isolate)
+    iso = isolation(config.python, config.isolate, config.bwrap)
     workdir = Path(tempfile.mkdtemp(prefix="hcx-sandbox-"))
     try:
         (workdir / "program.py").write_text(program, encoding="utf-8")
@@ -287,8 +451,7 @@ def run_program(program: str, config: SandboxConfig | None = None) -> SandboxRes
         prlimit = _prlimit_prefix(limits)
         argv = [
             *(prlimit or []),
-            *iso.prefix,
-            *_REAPER[: 4 if iso.prefix else 0],
+            *iso.command(run_dir, limits[resource.RLIMIT_FSIZE][0]),
             iso.python,
             "-I",
             "-B",
@@ -301,7 +464,7 @@ def run_program(program: str, config: SandboxConfig | None = None) -> SandboxRes
             proc = subprocess.Popen(
                 argv,
                 cwd=run_dir,
-                env={"PATH": MINIMAL_PATH, "LANG": "C.UTF-8", "HOME": str(run_dir)},
+                env={"PATH": MINIMAL_PATH, "LANG": "C.UTF-8", "HOME": iso.workdir(run_dir)},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,

@@ -166,3 +166,91 @@ def test_environment_secrets_are_not_visible(monkeypatch: pytest.MonkeyPatch):
     assert result.status == "passed", result.stderr_tail
     assert result.stdout_tail.startswith("clean")
     assert "HCX_JUDGE_API_KEY" not in result.stdout_tail
+
+
+ESCAPE = """
+import glob, json, os
+try:
+    found = {attempt}
+except OSError as e:
+    print(json.dumps(["denied", type(e).__name__]))
+else:
+    print(json.dumps(["absent"] if not found else ["leaked", repr(found)[:300]]))
+"""
+
+# name -> expression run inside the sandbox; REPO, DATA and PARENT are filled in by the test.
+ESCAPES = {
+    "etc_passwd": "open('/etc/passwd').read()",
+    "repo_listing": "os.listdir(REPO)",
+    "repo_glob": "glob.glob(REPO + '/*')",
+    "repo_readme": "open(REPO + '/README.md').read()",
+    "repo_parent_listing": "os.listdir(os.path.dirname(REPO))",
+    "data_file": "open(DATA + '/eval/humaneval/test.jsonl').read(200)",
+    "data_listing": "os.listdir(DATA)",
+    "root_listing": "os.listdir('/root')",
+    "home_listing": "os.listdir('/home')",
+    "tmp_listing": "os.listdir('/tmp')",
+    "parent_environ": "open(f'/proc/{PARENT}/environ', 'rb').read()",
+    "other_processes": "[p for p in os.listdir('/proc') if p.isdigit() and int(p) not in (1, os.getpid())]",
+    # every other visible process's environment beyond the scrubbed PATH, LANG and HOME
+    "other_environ": "[e for p in os.listdir('/proc') if p.isdigit() and int(p) != os.getpid()"
+    " for e in open(f'/proc/{p}/environ', 'rb').read().split(b'\\0')"
+    " if e and e.split(b'=')[0] not in (b'PATH', b'LANG', b'HOME')]",
+}
+
+
+@pytest.mark.parametrize("name", ESCAPES)
+def test_programs_cannot_read_the_machines_files(name: str, repo_root: Path, data_dir: Path):
+    """The bubblewrap view shows only the system directories: none of these exist or open."""
+    assert isolation().hides_files, isolation().describe
+    assert (repo_root / "README.md").is_file() and (data_dir / "eval" / "humaneval" / "test.jsonl").is_file()
+    attempt = (
+        ESCAPES[name]
+        .replace("REPO", repr(str(repo_root)))
+        .replace("DATA", repr(str(data_dir)))
+        .replace("PARENT", str(os.getpid()))
+    )
+    result = run_program(ESCAPE.format(attempt=attempt), FAST)
+    assert result.status == "passed", result.stderr_tail
+    outcome = json.loads(result.stdout_tail)
+    assert outcome[0] in ("denied", "absent"), outcome
+    readme = (repo_root / "README.md").read_text(encoding="utf-8").splitlines()[0]
+    assert "root:x:0:0" not in result.stdout_tail and readme not in result.stdout_tail
+
+
+def test_stdlib_programs_run_in_the_view():
+    """Positive control: what HumanEval/MBPP tests import works, scratch files in the cwd too."""
+    program = textwrap.dedent(
+        """
+        import collections, decimal, fractions, functools, hashlib, heapq, itertools, json, math
+        import random, re, string, typing
+        assert math.gcd(12, 18) == 6 and re.findall(r"\\d+", "a1b22") == ["1", "22"]
+        assert collections.Counter("abca").most_common(1) == [("a", 2)]
+        assert list(itertools.accumulate([1, 2, 3])) == [1, 3, 6]
+        assert functools.reduce(lambda a, b: a * b, range(1, 6)) == 120
+        assert heapq.nsmallest(2, [5, 1, 4]) == [1, 4] and string.ascii_lowercase[:3] == "abc"
+        assert json.loads(json.dumps({"k": [1]})) == {"k": [1]}
+        assert fractions.Fraction(1, 3) + fractions.Fraction(1, 6) == fractions.Fraction(1, 2)
+        assert str(decimal.Decimal("0.1") + decimal.Decimal("0.2")) == "0.3"
+        assert hashlib.sha256(b"hcx").hexdigest()[:4] and random.Random(0).random() < 1
+        assert typing.get_type_hints(lambda: None) == {}
+        with open("scratch.txt", "w") as f:
+            f.write("ok")
+        print(open("scratch.txt").read(), __import__("os").getcwd())
+        """
+    )
+    result = run_program(program, FAST)
+    assert result.status == "passed", result.stderr_tail
+    assert result.stdout_tail.split() == ["ok", "/sandbox"]
+
+
+def test_without_bubblewrap_the_sandbox_falls_back_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+):
+    missing = str(tmp_path / "no-bwrap")  # a fresh path: isolation() is cached per argument
+    with caplog.at_level("WARNING", logger="hcx.eval.sandbox"):
+        fallback = isolation(None, True, missing)
+    assert not fallback.hides_files and "no filesystem view" in fallback.describe
+    assert "programs can read every world-readable file" in caplog.text and "not found" in caplog.text
+    result = run_program("import os\nprint(os.getcwd() != '/sandbox')\n", SandboxConfig(bwrap=missing))
+    assert result.status == "passed" and result.stdout_tail.strip() == "True", result.stderr_tail
