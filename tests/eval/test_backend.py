@@ -47,8 +47,9 @@ def test_registered_backend_matches_hf_on_multiple_choice(base_model_dir, hf_lm,
         ours_ll = [r[0] for s in ours["samples"][task] for r in s["filtered_resps"]]
         theirs_ll = [r[0] for s in theirs["samples"][task] for r in s["filtered_resps"]]
         assert len(ours_ll) == len(theirs_ll) >= 40
-        # float32 sums of hundreds of log-probs: agree to 1e-6 of their size (or 2e-4 near zero)
-        assert ours_ll == pytest.approx(theirs_ll, rel=1e-6, abs=2e-4), task
+        # float32 sums of hundreds of log-probs whose kernels (and so rounding) differ by CPU:
+        # agree to 1e-5 of their size, or 1e-4 for the short ones near zero
+        assert ours_ll == pytest.approx(theirs_ll, rel=1e-5, abs=1e-4), task
     contexts = [s["arguments"][0][0] for s in ours["samples"]["hcx_kmmlu_criminal_law"]]
     assert any(len(hf_lm.tok_encode(c)) > hf_lm.max_length for c in contexts), "truncation not exercised"
 

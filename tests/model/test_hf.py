@@ -38,7 +38,7 @@ def test_export_loads_in_transformers_with_matching_logits(
     with torch.no_grad():
         ours, theirs = trained_like_model(ids), hf_model(ids).logits
     assert ids.shape[1] > 50
-    assert (ours - theirs).abs().max().item() <= 1e-4
+    assert (ours - theirs).abs().max().item() <= 1e-5 * max(1.0, theirs.abs().max().item())
 
 
 def test_import_round_trip(tmp_path, trained_like_model, tokenizer_dir):

@@ -100,12 +100,12 @@ def test_segments_equal_dense_mask_logits_and_gradients(korean_docs, seq_len, ro
         grads = {name: p.grad for name, p in model.named_parameters()}
         results[backend] = (logits.detach(), grads)
     (dense_logits, dense_grads), (seg_logits, seg_grads) = results["dense"], results["segments"]
-    assert (seg_logits - dense_logits).abs().max() <= 1e-5
+    assert (seg_logits - dense_logits).abs().max() <= 1e-5 * max(1.0, dense_logits.abs().max())
     assert seg_grads.keys() == dense_grads.keys()
     for name, grad in dense_grads.items():
         assert grad is not None and grad.abs().max() > 0, name
         difference = (seg_grads[name] - grad).abs().max()
-        assert difference <= 1e-5 and difference <= 1e-5 * grad.abs().max(), name
+        assert difference <= 1e-5 * grad.abs().max(), name
 
 
 def test_flex_forward_equals_dense_mask(korean_docs):
@@ -116,7 +116,7 @@ def test_flex_forward_equals_dense_mask(korean_docs):
     with torch.no_grad():
         dense = forward(model, batch, "dense")
         flex = forward(model, batch, "flex")
-    assert (flex - dense).abs().max() <= 1e-5
+    assert (flex - dense).abs().max() <= 1e-5 * max(1.0, dense.abs().max())
 
 
 def unpacked_loss(model: Transformer, examples: list[SftExample]) -> torch.Tensor:
