@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 missing=()
 command -v chromium >/dev/null || missing+=(chromium)
-fc-list 2>/dev/null | grep -qi nanum || missing+=(fonts-nanum)
+fc-list 2>/dev/null | grep -i nanum >/dev/null || missing+=(fonts-nanum)
 command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 if [ ${#missing[@]} -gt 0 ]; then
