@@ -15,15 +15,17 @@ arrives on the same device, in the same dtype and with the same RoPE base whoeve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from safetensors import SafetensorError
 from torch import Tensor
+from torch.distributed.checkpoint.api import CheckpointException
 
 from hcx.model.config import ModelConfig
 from hcx.model.lora import merge_lora
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
 
 META = "hcx_meta.json"
 LATEST = "latest"
+FILES = "files"  # the key of hcx_meta.json that lists the checkpoint's files with their sizes and hashes
 DTYPES = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -44,6 +47,23 @@ DTYPES = {
 
 class ModelLoadError(RuntimeError):
     """A path that is not a loadable model; the message names the path and what is missing."""
+
+
+def sha256_of(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def file_problem(path: Path, expected: dict[str, Any]) -> str | None:
+    """Why a checkpoint file differs from its record at save time (``bytes``, ``sha256``), None when it does not."""
+    if not path.is_file():
+        return f"{path}: missing"
+    size = path.stat().st_size
+    if size != expected["bytes"]:
+        return f"{path}: {size} bytes, {expected['bytes']} when saved (truncated or overwritten)"
+    if sha256_of(path) != expected["sha256"]:
+        return f"{path}: contents differ from when saved (SHA-256 mismatch: corrupted)"
+    return None
 
 
 @dataclass
@@ -99,7 +119,13 @@ def run_dcp(fn, *args, **kwargs):
 def _load_checkpoint(path: Path) -> tuple[Transformer, Path]:
     import torch.distributed.checkpoint as dcp
 
-    meta = json.loads((path / META).read_text())
+    try:
+        meta = json.loads((path / META).read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelLoadError(f"{path / META}: corrupted, not valid JSON ({exc})") from None
+    problems = [file_problem(path / name, record) for name, record in sorted(meta.get(FILES, {}).items())]
+    if any(problems):
+        raise ModelLoadError(f"checkpoint {path} is damaged:\n  " + "\n  ".join(p for p in problems if p))
     if "tokenizer" not in meta:
         raise ModelLoadError(f"{path / META}: no tokenizer recorded; this checkpoint cannot be loaded alone")
     if not (path / ".metadata").is_file():
@@ -109,7 +135,10 @@ def _load_checkpoint(path: Path) -> tuple[Transformer, Path]:
     state = {"model": {prefix + k: v for k, v in model.state_dict().items()}}
     if "lora" in meta:  # adapted layers are stored under PEFT's names: read them as saved, then merge
         state = {"model": _stored_weights(path, prefix)}
-    run_dcp(dcp.load, state, checkpoint_id=str(path))
+    try:
+        run_dcp(dcp.load, state, checkpoint_id=str(path))
+    except CheckpointException as exc:  # a BaseException: it would slip past load_model's handler
+        raise ModelLoadError(f"checkpoint {path} cannot be read: {exc}") from exc
     weights = {k.removeprefix(prefix): v for k, v in state["model"].items()}
     if "lora" in meta:
         weights = merge_lora(weights, meta["lora"]["scaling"])

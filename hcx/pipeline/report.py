@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hcx.eval.report import with_stderr, within_noise
-from hcx.train.metrics import is_step_record
+from hcx.train.metrics import read_steps
 
 if TYPE_CHECKING:
     from hcx.pipeline.plan import PlannedStage
@@ -60,23 +60,9 @@ def stage_artifacts(stage: PlannedStage) -> list[Path]:
     return [stage.output_dir / name for name in ARTIFACTS if (stage.output_dir / name).is_file()]
 
 
-def read_log(path: Path) -> list[dict]:
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if is_step_record(row):
-            rows.append(row)
-    return rows
-
-
 def curve_plot(log_path: Path, out: Path, keys: tuple[str, ...] = ("loss", "reward", "kl")) -> Path | None:
     """Loss (and for PPO reward and KL) against step, one panel per metric present."""
-    rows = read_log(log_path)
+    rows = read_steps(log_path)
     present = [k for k in keys if any(k in r for r in rows)]
     if not present:
         return None
@@ -94,7 +80,7 @@ def curve_plot(log_path: Path, out: Path, keys: tuple[str, ...] = ("loss", "rewa
 def training_curves(result: PipelineResult, logs: dict[str, Path], out: Path) -> Path | None:
     """One figure with every training stage's loss curve and the per-checkpoint eval scores."""
     plt = _pyplot()
-    curves = {name: read_log(path) for name, path in logs.items()}
+    curves = {name: read_steps(path) for name, path in logs.items()}
     curves = {n: [r for r in rows if "loss" in r] for n, rows in curves.items()}
     curves = {n: rows for n, rows in curves.items() if rows}
     evaluated: dict[str, list[tuple[int, float]]] = {}

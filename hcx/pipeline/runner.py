@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import signal
 import threading
@@ -27,8 +28,10 @@ from hcx.pipeline.report import describe_result
 from hcx.pipeline.store import Store
 from hcx.pipeline.tracking import Tracker, flatten, numeric_metrics
 from hcx.pipeline.worker import CLOSED
-from hcx.train.metrics import is_step_record
+from hcx.records import Rejected
+from hcx.train.metrics import is_step_record, parse_log_line
 
+log = logging.getLogger(__name__)
 PARENT_RUN = "mlflow_parent_run"
 
 
@@ -70,7 +73,12 @@ class PipelineResult:
 
 
 class _LogTail:
-    """New complete lines of a growing JSON Lines file, from a remembered byte offset."""
+    """New complete lines of a growing JSON Lines file, from a remembered byte offset.
+
+    A complete line that is not a record is reported with its byte offset and skipped: the
+    stage that wrote it stops on it at its next start (:func:`hcx.train.metrics.read_jsonl_log`),
+    the driver keeps tracking the others.
+    """
 
     def __init__(self, path: Path, offset: int):
         self.path, self.offset = path, offset
@@ -82,13 +90,17 @@ class _LogTail:
             f.seek(self.offset)
             data = f.read()
         end = data.rfind(b"\n") + 1
+        records, start = [], self.offset
+        for line in data[:end].splitlines(keepends=True):
+            record = parse_log_line(line) if line.strip() else None
+            if isinstance(record, Rejected):
+                log.warning(
+                    "%s (byte %d): skipping a line that is not a record: %s", self.path, start, record
+                )
+            elif record is not None:
+                records.append(record)
+            start += len(line)
         self.offset += end
-        records = []
-        for line in data[:end].splitlines():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                continue
         return records
 
 

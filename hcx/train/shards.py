@@ -116,7 +116,10 @@ def shards_are_current(
     path = Path(out_dir) / MANIFEST
     if not path.is_file():
         return False
-    manifest = json.loads(path.read_text())
+    try:
+        manifest = read_manifest(Path(out_dir))
+    except ShardError:
+        return False  # unreadable: tokenize again
     return (
         manifest.get("pattern") == pattern
         and manifest.get("sources") == _source_stamps(sorted(Path(p) for p in glob.glob(pattern)))
@@ -148,33 +151,76 @@ class TokenShards:
         return self.tokens[shard][offsets[local] : offsets[local + 1]]
 
 
+def read_manifest(out: Path) -> dict[str, Any]:
+    """``manifest.json`` of a shard directory, checked to list shards with their counts."""
+    path = out / MANIFEST
+    if not path.is_file():
+        raise ShardError(f"{path}: no shard manifest (tokenization did not finish)")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ShardError(f"{path}: corrupted, not valid JSON ({exc}); delete it to tokenize again") from None
+    shards = manifest.get("shards") if isinstance(manifest, dict) else None
+    if not isinstance(shards, list):
+        raise ShardError(f"{path}: corrupted, no 'shards' list; delete it to tokenize again")
+    for i, entry in enumerate(shards):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("shard"), str)
+            and all(isinstance(entry.get(k), int) and entry[k] >= 0 for k in ("tokens", "documents"))
+        ):
+            raise ShardError(f"{path}: shards[{i}] is not a shard name with token and document counts")
+    return manifest
+
+
+def _check_index(index: np.ndarray, path: Path, entry: dict[str, Any], manifest_path: Path) -> None:
+    """A document index must be the offsets of ``entry``'s documents: 0, non-decreasing, ending at its tokens."""
+    if index.ndim != 1 or not np.issubdtype(index.dtype, np.integer):
+        raise ShardError(
+            f"{path}: document index of dtype {index.dtype} and shape {index.shape}, not 1-D integers"
+        )
+    if len(index) != entry["documents"] + 1 or int(index[-1]) != entry["tokens"]:
+        raise ShardError(f"{path}: document index does not match {manifest_path}")
+    if int(index[0]) != 0:
+        raise ShardError(f"{path}: document index starts at {int(index[0])}, not 0")
+    bad = np.flatnonzero(np.diff(index) < 0)
+    if len(bad):
+        raise ShardError(f"{path}: document offsets decrease at document {int(bad[0])} (corrupted index)")
+
+
+def _open_shard(out: Path, entry: dict[str, Any], manifest_path: Path) -> tuple[np.memmap, np.ndarray]:
+    """One shard's tokens (memory-mapped) and document index, each checked against its manifest entry."""
+    bin_path, index_path = out / f"{entry['shard']}.tokens.bin", out / f"{entry['shard']}.index.npy"
+    for path in (bin_path, index_path):
+        if not path.is_file():
+            raise ShardError(f"{path}: token shard listed in {manifest_path} is missing")
+    expected = entry["tokens"] * np.dtype(TOKEN_DTYPE).itemsize
+    size = bin_path.stat().st_size
+    if size != expected:
+        raise ShardError(
+            f"{bin_path}: truncated or corrupt: {size} bytes, manifest says {expected} "
+            f"({entry['tokens']} {np.dtype(TOKEN_DTYPE).name} tokens)"
+        )
+    try:
+        index = np.load(index_path, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as exc:
+        raise ShardError(f"{index_path}: unreadable document index ({exc})") from None
+    _check_index(index, index_path, entry, manifest_path)
+    tokens = np.memmap(bin_path, dtype=TOKEN_DTYPE, mode="r") if entry["tokens"] else np.empty(0, TOKEN_DTYPE)
+    return tokens, index.astype(np.int64, copy=False)
+
+
 def open_shards(out_dir: str | Path) -> TokenShards:
     """Memory-map the shards listed in the manifest, checking every file against it first."""
     out = Path(out_dir)
     manifest_path = out / MANIFEST
-    if not manifest_path.is_file():
-        raise ShardError(f"{manifest_path}: no shard manifest (tokenization did not finish)")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = read_manifest(out)
     if not manifest["shards"]:
         raise ShardError(f"{manifest_path}: the manifest lists no shards (empty corpus)")
     tokens, offsets, counts = [], [], []
     for entry in manifest["shards"]:
-        bin_path, index_path = out / f"{entry['shard']}.tokens.bin", out / f"{entry['shard']}.index.npy"
-        for path in (bin_path, index_path):
-            if not path.is_file():
-                raise ShardError(f"{path}: token shard listed in {manifest_path} is missing")
-        expected = entry["tokens"] * np.dtype(TOKEN_DTYPE).itemsize
-        if bin_path.stat().st_size != expected:
-            raise ShardError(
-                f"{bin_path}: truncated or corrupt: {bin_path.stat().st_size} bytes, manifest says {expected}"
-            )
-        try:
-            index = np.load(index_path)
-        except (ValueError, OSError, EOFError) as exc:
-            raise ShardError(f"{index_path}: unreadable document index ({exc})") from None
-        if len(index) != entry["documents"] + 1 or int(index[-1]) != entry["tokens"]:
-            raise ShardError(f"{index_path}: document index does not match {manifest_path}")
-        tokens.append(np.memmap(bin_path, dtype=TOKEN_DTYPE, mode="r"))
+        shard_tokens, index = _open_shard(out, entry, manifest_path)
+        tokens.append(shard_tokens)
         offsets.append(index)
         counts.append(entry["documents"])
     return TokenShards(tokens, offsets, np.concatenate([[0], np.cumsum(counts)]).astype(np.int64))

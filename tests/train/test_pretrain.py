@@ -11,13 +11,15 @@ from typer.testing import CliRunner
 from hcx.cli import app
 from hcx.model.hf import import_hf
 from hcx.train.checkpoint import CheckpointError, read_events
+from hcx.train.metrics import LOG_NAME
+from hcx.train.metrics import read_log as read_training_log
 from hcx.train.parallel import MeshError
 from hcx.train.pretrain import Pretrainer
 from hcx.train.shards import ShardError
 
 
 def read_log(output_dir: str | Path) -> list[dict]:
-    return [json.loads(line) for line in (Path(output_dir) / "train_log.jsonl").read_text().splitlines()]
+    return read_training_log(Path(output_dir) / LOG_NAME)
 
 
 def test_cli_pretrains_with_fim_and_both_context_stages(tmp_path, corpus_glob, tokenizer_dir):
