@@ -14,9 +14,9 @@ from __future__ import annotations
 import asyncio
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -25,16 +25,17 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from hcx.redteam import attacks
 from hcx.redteam.auth import COOKIE_NAME, CookieSigner, LoginThrottle, SignIn, authenticate, signing_key
 from hcx.redteam.config import RedteamConfig
-from hcx.redteam.db import AttackSession, Score, Turn, User, WrittenAnswer, open_database
+from hcx.redteam.db import AttackSession, Score, Turn, User, WrittenAnswer, open_database, scrub
 from hcx.redteam.db import Response as ModelResponse
 from hcx.redteam.export import FILES, build_export, jsonl, visible_sessions
 from hcx.redteam.forms import labelled_choice, read_form, score_field, text_field
-from hcx.redteam.responders import Responder, ResponderError
+from hcx.redteam.responders import Candidate, Responder, ResponderError
 from hcx.redteam.stats import attack_success
 
 HERE = Path(__file__).parent
@@ -48,6 +49,9 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+# Ids are 32-bit INTEGER columns: a larger (or non-positive) id names no row, on any backend.
+MAX_ID = 2**31 - 1
+CsrfForm = Annotated[FormData, Depends(read_form)]
 
 
 class SignInRequired(Exception):
@@ -139,6 +143,8 @@ def create_app(
         return user
 
     def attack_session(db: Session, user: User, session_id: int, change: bool = False) -> AttackSession:
+        if not 0 < session_id <= MAX_ID:
+            raise HTTPException(404, f"no attack session {session_id}")
         session = db.get(
             AttackSession,
             session_id,
@@ -164,30 +170,29 @@ def create_app(
     def to_session(session_id: int, anchor: str = "") -> RedirectResponse:
         return RedirectResponse(f"/sessions/{session_id}{anchor}", status_code=303)
 
+    # Handlers that touch the database are plain ``def``: FastAPI runs them in its thread pool,
+    # so a slow query holds one worker thread, never the event loop every other request needs.
     # --- sign-in -------------------------------------------------------------------------------
     @app.get("/login")
     async def login_page(request: Request) -> Response:
         return render(request, "login.html")
 
     @app.post("/login")
-    async def login(request: Request) -> Response:
-        form = await read_form(request)
+    def login(request: Request, form: CsrfForm) -> Response:
         name = text_field(form, "name", 64, "user name")
         password = text_field(form, "password", 1024, "password")
-        if throttle.blocked(name):
+        if not throttle.attempt(name):
             raise HTTPException(429, "too many failed sign-ins for this name; wait a few minutes")
         with db_sessions() as db:
-            user = await run_in_threadpool(authenticate, db, name, password)
+            user = authenticate(db, name, password)
         if user is None:
-            throttle.failed(name)
             return render(request, "login.html", 401, failed=True, name=name)
         throttle.succeeded(name)
         request.state.sign_in = SignIn.of(user)
         return RedirectResponse("/", status_code=303)
 
     @app.post("/logout")
-    async def logout(request: Request) -> Response:
-        await read_form(request)
+    def logout(request: Request, _: CsrfForm) -> Response:
         with db_sessions() as db:
             user = current_user(request, db)
             if user is not None:
@@ -198,7 +203,7 @@ def create_app(
 
     # --- attack sessions -----------------------------------------------------------------------
     @app.get("/")
-    async def index(request: Request) -> Response:
+    def index(request: Request) -> Response:
         with db_sessions() as db:
             user = signed_in_user(request, db)
             query = (
@@ -214,8 +219,7 @@ def create_app(
             return render(request, "index.html", user=user, rows=rows)
 
     @app.post("/sessions")
-    async def new_session(request: Request) -> Response:
-        form = await read_form(request)
+    def new_session(request: Request, form: CsrfForm) -> Response:
         topic = labelled_choice(form, "topic", cfg.topics, cfg.max_label_chars, "topic")
         method = labelled_choice(form, "method", cfg.methods, cfg.max_label_chars, "attack method")
         with db_sessions() as db:
@@ -226,7 +230,7 @@ def create_app(
             return to_session(session.id)
 
     @app.get("/sessions/{session_id}")
-    async def session_page(request: Request, session_id: int) -> Response:
+    def session_page(request: Request, session_id: int) -> Response:
         with db_sessions() as db:
             user = signed_in_user(request, db)
             session = attack_session(db, user, session_id)
@@ -247,10 +251,8 @@ def create_app(
                 scores=range(cfg.score_min, cfg.score_max + 1),
             )
 
-    @app.post("/sessions/{session_id}/turns")
-    async def attack(request: Request, session_id: int) -> Response:
-        form = await read_form(request)
-        prompt = text_field(form, "prompt", cfg.max_prompt_chars, "attack prompt")
+    def next_turn(request: Request, session_id: int, prompt: str) -> tuple[int, attacks.Messages]:
+        """The position of the session's next attack prompt and the conversation the models answer."""
         with db_sessions() as db:
             user = signed_in_user(request, db)
             session = attack_session(db, user, session_id, change=True)
@@ -260,17 +262,18 @@ def create_app(
                 raise HTTPException(
                     409, "score every response (and write an answer if none is perfect) first"
                 )
-            position = len(session.turns)
-            messages = [*attacks.history(session.turns), {"role": "user", "content": prompt}]
-        try:
-            answers = await asyncio.gather(*(r.respond(messages) for r in responders))
-        except ResponderError as error:
-            return error_page(request, 502, str(error), prompt=prompt)
-        candidates = [c for answer in answers for c in answer]
+            return len(session.turns), [*attacks.history(session.turns), {"role": "user", "content": prompt}]
+
+    def save_turn(session_id: int, position: int, prompt: str, candidates: list[Candidate]) -> Response:
         with db_sessions() as db:
             turn = Turn(session_id=session_id, position=position, prompt=prompt)
             turn.responses = [
-                ModelResponse(position=i, responder=c.responder, text=c.text, finish_reason=c.finish_reason)
+                ModelResponse(
+                    position=i,
+                    responder=scrub(c.responder),
+                    text=scrub(c.text),
+                    finish_reason=scrub(c.finish_reason),
+                )
                 for i, c in enumerate(candidates)
             ]
             db.add(turn)
@@ -280,9 +283,20 @@ def create_app(
                 raise HTTPException(409, "this session changed meanwhile (sent twice?); reload it") from None
             return to_session(session_id, f"#turn-{turn.position}")
 
+    @app.post("/sessions/{session_id}/turns")
+    async def attack(request: Request, session_id: int, form: CsrfForm) -> Response:
+        """Async: the models generate on the event loop; the database work goes to the thread pool."""
+        prompt = text_field(form, "prompt", cfg.max_prompt_chars, "attack prompt")
+        position, messages = await run_in_threadpool(next_turn, request, session_id, prompt)
+        try:
+            answers = await asyncio.gather(*(r.respond(messages) for r in responders))
+        except ResponderError as error:
+            return error_page(request, 502, str(error), prompt=prompt)
+        candidates = [c for answer in answers for c in answer]
+        return await run_in_threadpool(save_turn, session_id, position, prompt, candidates)
+
     @app.post("/sessions/{session_id}/turns/{position}/scores")
-    async def score(request: Request, session_id: int, position: int) -> Response:
-        form = await read_form(request)
+    def score(request: Request, session_id: int, position: int, form: CsrfForm) -> Response:
         with db_sessions() as db:
             user = signed_in_user(request, db)
             turn = session_turn(attack_session(db, user, session_id, change=True), position)
@@ -302,8 +316,7 @@ def create_app(
             return to_session(session_id, f"#turn-{position}")
 
     @app.post("/sessions/{session_id}/turns/{position}/answer")
-    async def write_answer(request: Request, session_id: int, position: int) -> Response:
-        form = await read_form(request)
+    def write_answer(request: Request, session_id: int, position: int, form: CsrfForm) -> Response:
         text = text_field(form, "answer", cfg.max_answer_chars, "answer")
         with db_sessions() as db:
             user = signed_in_user(request, db)
@@ -319,21 +332,21 @@ def create_app(
 
     # --- results -------------------------------------------------------------------------------
     @app.get("/stats")
-    async def stats_page(request: Request) -> Response:
+    def stats_page(request: Request) -> Response:
         with db_sessions() as db:
             user = signed_in_user(request, db)
             stats = attack_success(visible_sessions(db, user), cfg.harmful_at_most)
             return render(request, "stats.html", user=user, stats=stats)
 
     @app.get("/export")
-    async def export_page(request: Request) -> Response:
+    def export_page(request: Request) -> Response:
         with db_sessions() as db:
             user = signed_in_user(request, db)
             export = build_export(visible_sessions(db, user), cfg.score_max)
             return render(request, "export.html", user=user, manifest=export.manifest(), files=FILES)
 
     @app.get("/export/{name}")
-    async def export_file(request: Request, name: str) -> Response:
+    def export_file(request: Request, name: str) -> Response:
         if name not in FILES:
             raise HTTPException(404, f"no export file {name}")
         with db_sessions() as db:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -75,12 +76,16 @@ def add_user(db: Session, name: str, password: str, admin: bool = False) -> User
 class LoginThrottle:
     """At most ``attempts`` failed sign-ins per name within ``window_s``; then refuse until they age out.
 
-    Kept in memory per server process: it slows online password guessing, it is not an audit log.
+    A sign-in counts as failed from the moment it is let through (:meth:`attempt`) until it
+    succeeds, so a burst of concurrent guesses cannot all pass the check before the first of
+    them is found wrong. Kept in memory per server process: it slows online password
+    guessing, it is not an audit log.
     """
 
     def __init__(self, attempts: int = 5, window_s: float = 300.0):
         self.attempts, self.window_s = attempts, window_s
         self._failures: dict[str, deque[float]] = {}
+        self._lock = threading.Lock()
 
     def _recent(self, name: str) -> deque[float]:
         failures = self._failures.setdefault(name, deque())
@@ -89,13 +94,31 @@ class LoginThrottle:
         return failures
 
     def blocked(self, name: str) -> bool:
-        return len(self._recent(name)) >= self.attempts
+        with self._lock:
+            blocked = len(self._recent(name)) >= self.attempts
+            self._forget_if_clear(name)
+            return blocked
 
     def failed(self, name: str) -> None:
-        self._recent(name).append(time.monotonic())
+        with self._lock:
+            self._recent(name).append(time.monotonic())
+
+    def attempt(self, name: str) -> bool:
+        """Let one sign-in through, counted as failed until :meth:`succeeded`; False when blocked."""
+        with self._lock:
+            failures = self._recent(name)
+            if len(failures) >= self.attempts:
+                return False
+            failures.append(time.monotonic())
+            return True
 
     def succeeded(self, name: str) -> None:
-        self._failures.pop(name, None)
+        with self._lock:
+            self._failures.pop(name, None)
+
+    def _forget_if_clear(self, name: str) -> None:
+        if not self._failures.get(name):
+            self._failures.pop(name, None)
 
 
 def signing_key(db: Session) -> str:

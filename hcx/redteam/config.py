@@ -12,6 +12,9 @@ from pydantic import Field, field_validator, model_validator
 from hcx.config import Section
 from hcx.infer.config import EngineConfig
 
+# Widths of the database columns these end up in (String(n) is enforced by PostgreSQL, not SQLite).
+LABEL_CHARS = 128
+MODEL_NAME_CHARS = 200  # plus " (T=... top_p=...)" within the responder column's 256
 TOPICS = ("social issues and bias", "illegal activity", "sexual matters", "professional advice", "other")
 METHODS = ("harmlessness/helpfulness trade-off", "role-play", "false premise", "jailbreak", "other")
 
@@ -58,7 +61,9 @@ class RedteamConfig(Section):
     methods: list[str] = Field(default_factory=lambda: list(METHODS), min_length=1)
     max_prompt_chars: int = Field(default=2000, ge=1, description="one attack prompt")
     max_answer_chars: int = Field(default=4000, ge=1, description="one written answer")
-    max_label_chars: int = Field(default=100, ge=1, description="a free-text topic or method")
+    max_label_chars: int = Field(
+        default=100, ge=1, le=LABEL_CHARS - len("other: "), description="a free-text topic or method"
+    )
     max_turns: int = Field(default=8, ge=1, description="attack prompts in one session")
     max_body_bytes: int = Field(default=65_536, ge=1024, description="any request body")
     score_min: int = 1
@@ -76,7 +81,17 @@ class RedteamConfig(Section):
         for name, target in models.items():
             if not name.strip() or not target.strip():
                 raise ValueError(f"model {name!r}={target!r}: name and target must be non-empty")
+            if len(name) > MODEL_NAME_CHARS:
+                raise ValueError(f"model name {name[:20]!r}...: at most {MODEL_NAME_CHARS} characters")
         return models
+
+    @field_validator("topics", "methods")
+    @classmethod
+    def _labels(cls, labels: list[str]) -> list[str]:
+        for label in labels:
+            if not label.strip() or len(label) > LABEL_CHARS:
+                raise ValueError(f"{label[:20]!r}: a topic or method is 1 to {LABEL_CHARS} characters")
+        return labels
 
     @model_validator(mode="after")
     def _check(self) -> RedteamConfig:

@@ -16,5 +16,10 @@ FIELD = "csrf_token"
 
 
 def check_csrf(expected: str | None, submitted: object) -> None:
-    if not expected or not isinstance(submitted, str) or not hmac.compare_digest(expected, submitted):
+    """Bytes are compared, not strings: ``hmac.compare_digest`` refuses non-ASCII ``str`` with a TypeError."""
+    if (
+        not expected
+        or not isinstance(submitted, str)
+        or not hmac.compare_digest(expected.encode(), submitted.encode("utf-8", "surrogatepass"))
+    ):
         raise HTTPException(status_code=403, detail="missing or wrong CSRF token: reload the page and retry")

@@ -20,18 +20,49 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
+    TypeDecorator,
     UniqueConstraint,
-    create_engine,
-    event,
 )
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, sessionmaker
+
+from hcx.sql import engine_for
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp read back as an aware UTC datetime on every backend.
+
+    SQLite drops the zone and returns naive datetimes; PostgreSQL returns them in the
+    connection's ``TimeZone``. Both are brought to UTC, so pages and comparisons agree.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, _dialect) -> datetime | None:
+        return _utc(value)
+
+    def process_result_value(self, value: datetime | None, _dialect) -> datetime | None:
+        return _utc(value)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    """Naive means UTC (how SQLite keeps what the app wrote); an aware value is converted."""
+    if value is None:
+        return None
+    return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def scrub(text: str) -> str:
+    """Model output made storable on every backend: PostgreSQL refuses NUL in text, and no driver
+    encodes a lone surrogate: NUL becomes U+FFFD, a lone surrogate "?" (a sampled tiny model does emit NUL)."""
+    return text.replace("\x00", "\ufffd").encode("utf-8", "replace").decode("utf-8")
 
 
 class Base(DeclarativeBase):
@@ -51,7 +82,7 @@ class User(Base):
     password_hash: Mapped[str] = mapped_column(String(256))
     is_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     sessions: Mapped[list[AttackSession]] = relationship(back_populates="user")
 
 
@@ -63,7 +94,7 @@ class AttackSession(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
     topic: Mapped[str] = mapped_column(String(128))
     method: Mapped[str] = mapped_column(String(128))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     user: Mapped[User] = relationship(back_populates="sessions")
     turns: Mapped[list[Turn]] = relationship(
         back_populates="session", order_by="Turn.position", cascade="all, delete-orphan"
@@ -79,7 +110,7 @@ class Turn(Base):
     session_id: Mapped[int] = mapped_column(ForeignKey("attack_sessions.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     prompt: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     session: Mapped[AttackSession] = relationship(back_populates="turns")
     responses: Mapped[list[Response]] = relationship(
         back_populates="turn", order_by="Response.position", cascade="all, delete-orphan"
@@ -98,7 +129,7 @@ class Response(Base):
     responder: Mapped[str] = mapped_column(String(256))
     text: Mapped[str] = mapped_column(Text)
     finish_reason: Mapped[str] = mapped_column(String(32))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now)
     turn: Mapped[Turn] = relationship(back_populates="responses")
     score: Mapped[Score | None] = relationship(back_populates="response", cascade="all, delete-orphan")
 
@@ -111,7 +142,7 @@ class Score(Base):
     response_id: Mapped[int] = mapped_column(ForeignKey("responses.id", ondelete="CASCADE"), unique=True)
     harmlessness: Mapped[int] = mapped_column(Integer)
     quality: Mapped[int] = mapped_column(Integer)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now, onupdate=_now)
     response: Mapped[Response] = relationship(back_populates="score")
 
 
@@ -122,7 +153,7 @@ class WrittenAnswer(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     turn_id: Mapped[int] = mapped_column(ForeignKey("turns.id", ondelete="CASCADE"), unique=True)
     text: Mapped[str] = mapped_column(Text)
-    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=_now, onupdate=_now)
+    updated_at: Mapped[datetime] = mapped_column(UtcDateTime, default=_now, onupdate=_now)
     turn: Mapped[Turn] = relationship(back_populates="answer")
 
 
@@ -132,24 +163,6 @@ class AppSecret(Base):
     __tablename__ = "app_secrets"
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
-
-
-def _sqlite_foreign_keys(dbapi_connection, _record) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.close()
-
-
-def make_engine(url: str) -> Engine:
-    """An engine for ``url``; a SQLite file's directory is created, and its foreign keys enforced."""
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"check_same_thread": False})
-    event.listen(engine, "connect", _sqlite_foreign_keys)
-    return engine
 
 
 def alembic_config(engine: Engine | None = None) -> AlembicConfig:
@@ -167,6 +180,6 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
 
 def open_database(url: str) -> sessionmaker:
     """Migrate the database at ``url`` to the latest schema and return a session factory for it."""
-    engine = make_engine(url)
+    engine = engine_for(url)
     upgrade(engine)
     return sessionmaker(engine, expire_on_commit=False)

@@ -20,6 +20,7 @@ from hcx.infer.config import EngineConfig
 from hcx.redteam.config import RedteamConfig, SamplingSetting
 
 Messages = list[dict[str, str]]
+FINISH_REASON_CHARS = 32  # the column's width: another server's reason is not trusted to fit
 
 
 class ResponderError(RuntimeError):
@@ -119,7 +120,9 @@ class OpenAIResponder:
         )
         choice = reply.choices[0]
         return Candidate(
-            f"{self.name} ({setting.label})", (choice.message.content or "").strip(), choice.finish_reason
+            f"{self.name} ({setting.label})",
+            (choice.message.content or "").strip(),
+            (choice.finish_reason or "unknown")[:FINISH_REASON_CHARS],
         )
 
     async def respond(self, messages: Messages) -> list[Candidate]:

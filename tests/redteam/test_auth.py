@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect, text
+from sqlalchemy import inspect, select, text
 
 from hcx.redteam.auth import (
     CookieSigner,
@@ -19,7 +19,18 @@ from hcx.redteam.auth import (
     hash_password,
     verify_password,
 )
-from hcx.redteam.db import Base, User, alembic_config, make_engine, open_database, upgrade
+from hcx.redteam.db import (
+    AttackSession,
+    Base,
+    Response,
+    Turn,
+    User,
+    alembic_config,
+    open_database,
+    scrub,
+    upgrade,
+)
+from hcx.sql import engine_for
 
 
 def test_passwords_are_salted_scrypt_hashes() -> None:
@@ -31,8 +42,8 @@ def test_passwords_are_salted_scrypt_hashes() -> None:
     assert not verify_password("correct horse", "md5$abc")
 
 
-def test_accounts_and_sign_in(tmp_path: Path) -> None:
-    with open_database(f"sqlite:///{tmp_path / 'a.db'}")() as db:
+def test_accounts_and_sign_in(database_url: str) -> None:
+    with open_database(database_url)() as db:
         alice = add_user(db, "alice", "long enough")
         assert authenticate(db, "alice", "long enough") == alice
         assert authenticate(db, "alice", "long enougH") is None
@@ -58,8 +69,8 @@ def test_session_cookies_are_signed_and_expire() -> None:
     assert SignIn.of(user).csrf != SignIn.of(user).csrf and SignIn.of(user).generation == 3
 
 
-def test_migrations_build_the_schema_from_empty_and_match_the_models(tmp_path: Path) -> None:
-    engine = make_engine(f"sqlite:///{tmp_path / 'sub' / 'm.db'}")
+def test_migrations_build_the_schema_from_empty_and_match_the_models(database_url: str) -> None:
+    engine = engine_for(database_url)
     upgrade(engine)
     tables = set(inspect(engine).get_table_names())
     assert {"users", "attack_sessions", "turns", "responses", "scores", "written_answers"} <= tables
@@ -69,17 +80,21 @@ def test_migrations_build_the_schema_from_empty_and_match_the_models(tmp_path: P
     assert set(inspect(engine).get_table_names()) == {"alembic_version"}
 
 
-def test_an_older_database_with_data_is_upgraded(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'old.db'}"
-    engine = make_engine(url)
+def test_an_older_database_with_data_is_upgraded(database_url: str) -> None:
+    url = database_url
+    engine = engine_for(url)
     upgrade(engine, "0001")
     with engine.begin() as connection:
         connection.execute(
             text(
                 "INSERT INTO users (name, password_hash, is_admin, created_at) "
-                "VALUES ('old', :hash, 0, '2026-01-01 00:00:00')"
+                "VALUES ('old', :hash, :admin, :created)"
             ),
-            {"hash": hash_password("old password")},
+            {
+                "hash": hash_password("old password"),
+                "admin": False,
+                "created": datetime(2026, 1, 1, tzinfo=UTC),
+            },
         )
     with open_database(url)() as db:  # migrates to the latest revision on open
         assert authenticate(db, "old", "old password").session_generation == 0
@@ -96,3 +111,39 @@ def test_login_throttle_counts_failures_per_name_within_its_window() -> None:
     aged = LoginThrottle(attempts=1, window_s=0)  # every failure is already outside the window
     aged.failed("eve")
     assert not aged.blocked("eve")
+
+
+def test_a_sign_in_counts_as_failed_until_it_succeeds() -> None:
+    throttle = LoginThrottle(attempts=2, window_s=300)
+    assert throttle.attempt("eve") and throttle.attempt("eve")
+    assert not throttle.attempt("eve") and throttle.blocked("eve")
+    assert throttle.attempt("alice")
+    throttle.succeeded("alice")
+    assert not throttle.blocked("alice") and "alice" not in throttle._failures
+
+
+def test_timestamps_read_back_in_utc_on_every_backend(database_url: str) -> None:
+    """SQLite returns naive datetimes and PostgreSQL the connection's zone; the app sees UTC from both."""
+    sessions = open_database(database_url)
+    with sessions() as db:
+        written = add_user(db, "tz", "long enough").created_at
+    with sessions() as db:
+        if db.get_bind().dialect.name == "postgresql":
+            db.execute(text("SET TIME ZONE 'Asia/Seoul'"))
+        read = db.scalar(select(User.created_at))
+    assert read == written and read.utcoffset() == timedelta(0)
+
+
+def test_model_output_with_nul_and_lone_surrogates_is_stored_on_every_backend(database_url: str) -> None:
+    """A sampled tiny model emitted a NUL, which PostgreSQL refused (a 500 on the attack)."""
+    sessions = open_database(database_url)
+    with sessions() as db:
+        session = AttackSession(user=User(name="n", password_hash="x"), topic="t", method="m")
+        turn = Turn(position=0, prompt="p", session=session)
+        turn.responses = [
+            Response(position=0, responder="r", text=scrub("a\x00b\ud800"), finish_reason="stop")
+        ]
+        db.add(session)
+        db.commit()
+    with sessions() as db:
+        assert db.scalar(select(Response.text)) == "a\ufffdb?"

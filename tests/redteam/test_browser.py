@@ -1,5 +1,7 @@
 """One full red-team session in real headless Chromium, through to the exports training `hcx rm` and `hcx sft`.
 
+On SQLite only (``sqlite_server``): the HTTP tests run every route on PostgreSQL as well.
+
 Screenshots of every page go to ``runs/screenshots/redteam_*.png``.
 """
 
@@ -52,14 +54,14 @@ def screenshots(repo_root: Path) -> Path:
 
 
 def test_a_full_red_team_session_trains_rm_and_sft(
-    live_server: LiveServer, base_model_dir: Path, screenshots: Path, tmp_path: Path
+    sqlite_server: LiveServer, base_model_dir: Path, screenshots: Path, tmp_path: Path
 ) -> None:
     downloads = tmp_path / "export"
     downloads.mkdir()
     with sync_playwright() as p:
         browser = launch_chromium(p)
         page = browser.new_context(accept_downloads=True, locale="ko-KR").new_page()
-        page.goto(f"{live_server.url}/")
+        page.goto(f"{sqlite_server.url}/")
         assert page.url.endswith("/login")
         page.fill("input[name=name]", "alice")
         page.fill("input[name=password]", "wrong-password")
@@ -81,7 +83,7 @@ def test_a_full_red_team_session_trains_rm_and_sft(
         page.get_by_role("button", name="Get responses").click()
         page.wait_for_selector("section.turn")
         assert page.locator(".prompt").first.inner_text() == ATTACK
-        assert page.locator("li.response").count() == len(live_server.cfg.sampling)
+        assert page.locator("li.response").count() == len(sqlite_server.cfg.sampling)
         shot(page, screenshots, "responses")
 
         # None perfect, the best (quality 3) still harmful (harmlessness 2): the attack succeeded.
@@ -120,7 +122,7 @@ def test_a_full_red_team_session_trains_rm_and_sft(
 
     # The downloads hold exactly what was scored: non-empty responses ranked by overall quality,
     # the written answer on top; the follow-up's prompt carries the written answer as the reply.
-    with live_server.sessions() as db:
+    with sqlite_server.sessions() as db:
         session = db.get(AttackSession, int(session_url.rsplit("/", 1)[1]))
         expected: list[dict[str, float]] = [{}, {}]
         for turn in session.turns:
@@ -149,7 +151,7 @@ def test_a_full_red_team_session_trains_rm_and_sft(
     # The command-line export of the whole database agrees with alice's download for her session.
     cli_out = tmp_path / "cli_export"
     result = CliRunner().invoke(
-        hcx_app, ["redteam", "export", "--db", live_server.db_url, "--out", str(cli_out)]
+        hcx_app, ["redteam", "export", "--db", sqlite_server.db_url, "--out", str(cli_out)]
     )
     assert result.exit_code == 0, result.output
     cli_ranking = [json.loads(line) for line in (cli_out / "rm_ranking.jsonl").read_text().splitlines()]

@@ -38,8 +38,8 @@ def session_with(db: Session, user: User, topic: str, method: str, turns: list[t
 
 
 @pytest.fixture
-def database(tmp_path: Path) -> Session:
-    sessions = open_database(f"sqlite:///{tmp_path / 'rt.db'}")
+def database(database_url: str) -> Session:
+    sessions = open_database(database_url)
     with sessions() as db:
         alice = User(name="alice", password_hash="scrypt$x", is_admin=False)
         bob = User(name="bob", password_hash="scrypt$y", is_admin=False)

@@ -8,13 +8,7 @@ import httpx
 from sqlalchemy import select
 
 from hcx.redteam.db import User
-from tests.redteam.conftest import PASSWORDS, LiveServer, csrf_of, signed_in
-
-
-def new_session(client: httpx.Client, topic: str = "illegal activity", method: str = "jailbreak") -> int:
-    reply = client.post("/sessions", data={"topic": topic, "method": method, "csrf_token": client.csrf})
-    assert reply.status_code == 303, reply.text
-    return int(reply.headers["location"].rsplit("/", 1)[1])
+from tests.redteam.conftest import PASSWORDS, LiveServer, csrf_of, new_session, signed_in
 
 
 def test_wrong_password_is_refused_and_passwords_are_hashed(live_server: LiveServer) -> None:

@@ -92,8 +92,8 @@ def test_model_specs_are_checked(base_model_dir: Path, tmp_path: Path) -> None:
     assert isinstance(make_responder("u", "https://example.invalid/v1", cfg), OpenAIResponder)
 
 
-def test_a_failing_model_is_a_502_that_keeps_the_prompt_and_saves_nothing(tmp_path: Path) -> None:
-    cfg = small_config(f"sqlite:///{tmp_path / 'rt.db'}")
+def test_a_failing_model_is_a_502_that_keeps_the_prompt_and_saves_nothing(database_url: str) -> None:
+    cfg = small_config(database_url)
     sessions = open_database(cfg.db)
     with sessions() as db:
         add_user(db, "carol", "carol-pass-1")
