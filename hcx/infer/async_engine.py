@@ -6,12 +6,17 @@ connections while the model computes) and routes each :class:`Delta` to its requ
 queue. A consumer that stops iterating — a client disconnect cancels its task, or it
 breaks out of the loop — aborts its request, which frees the running slot and the cache
 blocks before the next step.
+
+Each step runs under :attr:`AsyncEngine.step_lock`; whoever holds it (from any thread) keeps
+the engine between steps — new requests still arrive and queue, none advances — e.g. to
+change the model's weights in place without a step seeing half of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import AsyncIterator
 
 from hcx.infer.engine import Engine, Prompt
@@ -28,6 +33,12 @@ class AsyncEngine:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task | None = None
         self._closing = False
+        self.step_lock = threading.Lock()
+
+    @property
+    def num_open_streams(self) -> int:
+        """Streams being followed: each holds an engine request until it finishes or is closed."""
+        return len(self._queues)
 
     async def stream(
         self, prompt: Prompt, params: SamplingParams | None = None, request_id: str | None = None
@@ -132,7 +143,7 @@ class AsyncEngine:
                 await self._wake.wait()
                 continue
             try:
-                deltas = await asyncio.to_thread(self.engine.step)
+                deltas = await asyncio.to_thread(self._locked_step)
             except Exception as error:
                 self._fail_all(error)
                 continue
@@ -142,6 +153,10 @@ class AsyncEngine:
                     queue.put_nowait(delta)
         self._apply_pending()
         self._fail_all(RuntimeError("the engine was closed"))
+
+    def _locked_step(self) -> list[Delta]:
+        with self.step_lock:
+            return self.engine.step()
 
     async def close(self) -> None:
         """Stop after the step in progress; running streams end with an error, blocks are freed.

@@ -7,7 +7,13 @@ and forced tool calls are engine features (:mod:`hcx.infer`); this module maps t
 OpenAI spellings and shapes, and parses tool calls out of the answers
 (:mod:`hcx.serve.tool_calls`). A client that goes away — a closed stream, or a dropped connection while a
 non-streaming request waits — aborts its engine requests, freeing their batch slots and
-cache blocks before the next step. Refusals use the OpenAI error shape
+cache blocks before the next step.
+
+Nothing a client sends may fail the server (a 5xx) or hold it without bound. Bodies are read
+under a size limit and parsed under a nesting limit (:mod:`hcx.serve.body`), requests past
+the queue bound are refused at once with 429 and ``Retry-After`` (:mod:`hcx.serve.admission`),
+and ``/health`` shows the running, queued and admitted counts and the free cache blocks.
+Refusals use the OpenAI error shape
 ``{"error": {"message", "type", "param", "code"}}`` with a message that says what is wrong,
 so the ``openai`` package raises them as its usual ``BadRequestError`` & co.
 """
@@ -30,7 +36,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from pydantic import Field
+from pydantic import BaseModel, Field, ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -40,6 +46,8 @@ from hcx.infer.engine import Engine
 from hcx.infer.grammar import GrammarError, json_grammar, lark_grammar
 from hcx.infer.request import Delta, TokenLogprob, TopLogprobs
 from hcx.infer.sampling import SamplingParams
+from hcx.serve.admission import Admission, QueueFull, Ticket, TooManySequences
+from hcx.serve.body import BodyError, check_media_type, parse_json, read_limited
 from hcx.serve.logprobs import TokenTexts, chat_logprobs, completion_logprobs
 from hcx.serve.openai_schema import (
     ApiRequest,
@@ -56,6 +64,13 @@ from hcx.serve.openai_schema import (
     usage,
     usage_chunk,
 )
+from hcx.serve.openapi import (
+    AUTH_ERRORS,
+    COMPLETION_RESPONSES,
+    ServedLimits,
+    install_openapi,
+    request_body,
+)
 from hcx.serve.tool_calls import ToolCall, ToolCallStream, parse_tool_calls, tool_call_lark
 from hcx.tokenizer import Tokenizer
 from hcx.tokenizer.chat import ChatFormatError
@@ -71,7 +86,11 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# A positive temperature or top_p below this is sampled as this (the same draw: the top token).
+# The sampler's float32 tensors round 5e-324 to 0, which then divides by zero or keeps no token.
+MIN_SAMPLING_SCALE = 1e-30
 T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 
 class ApiConfig(Section):
@@ -82,7 +101,28 @@ class ApiConfig(Section):
     max_tokens: int | None = Field(
         default=None, ge=1, description="largest max_tokens a request may ask for; none: the context length"
     )
-    max_body_bytes: int = Field(default=4_000_000, ge=1024, description="larger request bodies get 413")
+    max_body_bytes: int = Field(
+        default=4_000_000,
+        ge=1024,
+        description="larger request bodies get 413, refused by Content-Length or while a chunked body arrives",
+    )
+    max_queued: int = Field(
+        default=256,
+        ge=0,
+        description=(
+            "engine sequences (a request's prompts × n) that may wait for a batch slot beyond "
+            "engine.max_running; a request that would exceed running + queued gets 429 with Retry-After "
+            "at once instead of waiting without bound, one that could never fit gets 400"
+        ),
+    )
+    retry_after_s: int = Field(
+        default=1, ge=1, description="the Retry-After (seconds) of a 429 for a full queue"
+    )
+    max_json_depth: int = Field(
+        default=64,
+        ge=4,
+        description="deepest nesting of arrays and objects in a request body; deeper bodies get 400",
+    )
 
 
 class ApiError(Exception):
@@ -95,9 +135,11 @@ class ApiError(Exception):
         param: str | None = None,
         type_: str = "invalid_request_error",
         code: str | None = None,
+        headers: dict[str, str] | None = None,
     ):
         super().__init__(message)
         self.status, self.message, self.param, self.type, self.code = status, message, param, type_, code
+        self.headers = headers
 
 
 class ClientGone(Exception):
@@ -119,7 +161,7 @@ class RequestGate:
     """Checks made before a request body is read: the bearer key on ``/v1/`` and the body's declared size.
 
     The key is compared in constant time. Bodies sent without ``Content-Length`` (chunked)
-    are bounded by the prompt checks instead, after parsing.
+    are counted while they are read (:func:`hcx.serve.body.read_limited`).
     """
 
     def __init__(self, app: ASGIApp, api_key: str | None, max_body_bytes: int):
@@ -144,7 +186,10 @@ class RequestGate:
                 return json_response(body, status=401, headers={"WWW-Authenticate": "Bearer"})
         declared = headers.get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > self.max_body_bytes:
-            message = f"the request body must have a Content-Length of at most {self.max_body_bytes} bytes"
+            message = (
+                f"the request body is larger than {self.max_body_bytes} bytes "
+                f"(Content-Length: {declared.decode('latin-1')})"
+            )
             return json_response(
                 error_body(message, "invalid_request_error", code="request_too_large"), status=413
             )
@@ -155,10 +200,21 @@ class EventStreamResponse(StreamingResponse):
     """Server-sent events whose generator is closed (and its engine requests aborted) however it ends.
 
     Starlette cancels the response when the client disconnects; the generator may then be
-    suspended at a ``yield`` rather than inside the engine, so close it explicitly.
+    suspended at a ``yield`` rather than inside the engine, so close it explicitly. The
+    request's admission ticket is given back when the response is over, however it ends.
     """
 
     media_type = "text/event-stream"
+
+    def __init__(self, content: AsyncIterator[bytes], ticket: Ticket, headers: dict[str, str]):
+        super().__init__(content, headers=headers)
+        self.ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.ticket.release()
 
     async def stream_response(self, send: Send) -> None:
         async with contextlib.aclosing(self.body_iterator):  # type: ignore[type-var]
@@ -238,6 +294,48 @@ class OpenAIServer:
         self.context_length = engine.model.cfg.max_seq_len
         self.texts = TokenTexts(self.tokenizer)
         self.created = int(time.time())
+        self.admission = Admission(engine.cfg.max_running, config.max_queued, config.retry_after_s)
+
+    @property
+    def max_tokens(self) -> int:
+        """The largest ``max_tokens`` a request may ask for."""
+        return min(self.config.max_tokens or self.context_length, self.context_length)
+
+    # --- bodies ---------------------------------------------------------------------------
+    async def read(self, request: Request, model: type[M]) -> M:
+        """The body as ``model``: 415, 413 or 400 (naming the field) for what cannot be one."""
+        try:
+            check_media_type(request.headers.get("content-type"))
+            body = await read_limited(request.stream(), self.config.max_body_bytes)
+            value = parse_json(body, self.config.max_json_depth)
+        except BodyError as error:
+            raise ApiError(error.status, error.message, code=error.code) from None
+        try:
+            return model.model_validate(value)
+        except ValidationError as error:
+            message, param = _validation_message(error.errors())
+            raise ApiError(400, message, param=param) from None
+
+    # --- admission ----------------------------------------------------------------------
+    def check_fits(self, sequences: int) -> None:
+        """400 for a request that could never be admitted (checked before any prompt is encoded)."""
+        if sequences > self.admission.capacity:
+            self.admit(sequences)
+
+    def admit(self, sequences: int) -> Ticket:
+        """Hold ``sequences`` for a request, or refuse it: 429 with Retry-After when the queue is full."""
+        try:
+            return self.admission.admit(sequences)
+        except TooManySequences as error:
+            raise ApiError(400, str(error), param="n") from None
+        except QueueFull as error:
+            raise ApiError(
+                429,
+                str(error),
+                type_="rate_limit_error",
+                code="queue_full",
+                headers={"Retry-After": str(error.retry_after_s)},
+            ) from None
 
     # --- checks -------------------------------------------------------------------------
     def check_model(self, body: ApiRequest) -> None:
@@ -251,7 +349,7 @@ class OpenAIServer:
 
     def sampling(self, body: ApiRequest, prompt_tokens: int, param: str, **extra: Any) -> SamplingParams:
         """Engine sampling parameters, after checking the token budget against limits and context."""
-        limit = min(self.config.max_tokens or self.context_length, self.context_length)
+        limit = self.max_tokens
         room = self.context_length - prompt_tokens
         if room <= 0 and body.max_tokens != 0:
             raise ApiError(
@@ -273,11 +371,12 @@ class OpenAIServer:
                 param="max_tokens",
                 code="context_length_exceeded",
             )
+        self.check_token_ids(body.token_bias, "logit_bias")
         return SamplingParams(
             max_new_tokens=body.max_tokens if body.max_tokens is not None else min(limit, room),
-            temperature=body.temperature,
-            top_p=body.top_p,
-            top_k=body.top_k,
+            temperature=body.temperature and max(body.temperature, MIN_SAMPLING_SCALE),
+            top_p=max(body.top_p, MIN_SAMPLING_SCALE),
+            top_k=min(body.top_k, self.engine.num_tokens),  # as large as the vocabulary keeps every token
             stop=body.stop_strings,
             seed=body.seed,
             stop_token_ids=[] if body.ignore_eos else None,
@@ -286,6 +385,14 @@ class OpenAIServer:
             logit_bias=body.token_bias,
             **extra,
         )
+
+    def check_token_ids(self, ids: Sequence[int], param: str) -> None:
+        vocab = self.engine.num_tokens
+        outside = next((t for t in ids if not 0 <= t < vocab), None)
+        if outside is not None:
+            raise ApiError(
+                400, f"{param}: token id {outside} is outside the vocabulary [0, {vocab})", param=param
+            )
 
     def open_samples(
         self, prompt: list[int], params: SamplingParams, n: int, request_id: str
@@ -330,6 +437,8 @@ class OpenAIServer:
         """Text prompts start a document (the tokenizer's document start: ``<|endoftext|>`` as in hcx
         pretraining, a model's own BOS); token ids are used as given."""
         start = self.tokenizer.bos_id
+        if not isinstance(prompt, str):
+            self.check_token_ids(prompt, "prompt")
         ids = [start, *self.tokenizer.encode(prompt)] if isinstance(prompt, str) else list(prompt)
         if suffix is None:
             return ids
@@ -349,21 +458,37 @@ class OpenAIServer:
     # --- chat ---------------------------------------------------------------------------
     async def chat(self, request: Request, body: ChatCompletionRequest) -> Response:
         self.check_model(body)
+        self.check_fits(body.n)
         prompt = self.chat_prompt(body)
         top = (body.top_logprobs or 0) if body.logprobs else 0
         params = self.sampling(
             body, len(prompt), param="messages", top_logprobs=top, grammar=self.grammar(body)
         )
-        id_, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), self.config.served_name
+        id_, created = f"chatcmpl-{uuid.uuid4().hex}", int(time.time())
         streams = self.open_samples(prompt, params, body.n, id_)
+        ticket = self.admit(body.n)
         if body.stream:
-            return EventStreamResponse(
-                self._chat_events(streams, id_, created, len(prompt), body), headers=SSE_HEADERS
-            )
+            events = self._chat_events(streams, id_, created, len(prompt), body)
+            return EventStreamResponse(events, ticket, headers=SSE_HEADERS)
+        try:
+            return await self._chat_answer(request, streams, id_, created, len(prompt), body)
+        finally:
+            ticket.release()
+
+    async def _chat_answer(
+        self,
+        request: Request,
+        streams: list[AsyncIterator[Delta]],
+        id_: str,
+        created: int,
+        prompt_tokens: int,
+        body: ChatCompletionRequest,
+    ) -> Response:
+        model = self.config.served_name
         results = await unless_disconnected(request, asyncio.gather(*(_collect(s) for s in streams)))
         choices = [self._chat_choice(i, result, body) for i, result in enumerate(results)]
         tokens = sum(len(r.token_ids) for r in results)
-        return json_response(chat_completion(id_, created, model, choices, usage(len(prompt), tokens)))
+        return json_response(chat_completion(id_, created, model, choices, usage(prompt_tokens, tokens)))
 
     def _chat_choice(self, index: int, result: Collected, body: ChatCompletionRequest) -> dict[str, Any]:
         content: str | None = result.text
@@ -437,6 +562,8 @@ class OpenAIServer:
     # --- text completions ---------------------------------------------------------------
     async def complete(self, request: Request, body: CompletionRequest) -> Response:
         self.check_model(body)
+        sequences = len(body.prompts) * body.n
+        self.check_fits(sequences)
         prompts = [self.completion_prompt(p, body.suffix) for p in body.prompts]
         scores_prompt = body.echo and (body.logprobs is not None or body.max_tokens == 0)
         extra = {
@@ -461,12 +588,14 @@ class OpenAIServer:
             [] if isinstance(raw, str) else ids[:1] for raw, ids in zip(body.prompts, prompts, strict=True)
         ]
         prompt_tokens = sum(len(p) for p in prompts)
+        ticket = self.admit(sequences)
         if body.stream:
-            return EventStreamResponse(
-                self._completion_events(streams, id_, created, prompt_tokens, body, unscored, echoed),
-                headers=SSE_HEADERS,
-            )
-        results = await unless_disconnected(request, asyncio.gather(*(_collect(s) for s in streams)))
+            events = self._completion_events(streams, id_, created, prompt_tokens, body, unscored, echoed)
+            return EventStreamResponse(events, ticket, headers=SSE_HEADERS)
+        try:
+            results = await unless_disconnected(request, asyncio.gather(*(_collect(s) for s in streams)))
+        finally:
+            ticket.release()
         choices = []
         for index, result in enumerate(results):
             which = index // body.n
@@ -552,6 +681,10 @@ class OpenAIServer:
             "computed_tokens": self.engine.num_computed_tokens,
             "prefix_cache_hit_rate": round(self.engine.prefix_cache_hit_rate, 4),
             "cached_blocks": self.engine.pool.num_cached,
+            "open_streams": self.streams.num_open_streams,
+            "admitted_sequences": self.admission.admitted,
+            "max_sequences": self.admission.capacity,
+            "refused_requests": self.admission.refused,
         }
 
 
@@ -584,10 +717,10 @@ async def _collect(deltas: AsyncIterator[Delta]) -> Collected:
     return result
 
 
-def _validation_message(error: RequestValidationError) -> tuple[str, str | None]:
-    """The first problem of a request body, as 'field: what is wrong' and the field's name."""
+def _validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
+    """The first problems of a request body, as 'field: what is wrong', and the first field's name."""
     problems = []
-    for err in error.errors():
+    for err in errors:
         loc = [p for p in err["loc"] if p != "body"]
         param = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".") or None
         if err["type"] == "extra_forbidden":
@@ -614,14 +747,23 @@ def create_app(engine: Engine, config: ApiConfig) -> FastAPI:
     app = FastAPI(title="hcx serve", lifespan=lifespan, docs_url="/docs", redoc_url=None)
     app.state.server = server
     app.add_middleware(RequestGate, api_key=config.api_key, max_body_bytes=config.max_body_bytes)
+    limits = ServedLimits(
+        served_name=config.served_name,
+        max_tokens=server.max_tokens,
+        vocab_size=engine.num_tokens,
+        max_choices=server.admission.capacity,
+        secured=config.api_key is not None,
+    )
+    install_openapi(app, [ChatCompletionRequest, CompletionRequest], limits)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, error: ApiError) -> Response:
-        return json_response(error_body(error.message, error.type, error.param, error.code), error.status)
+        body = error_body(error.message, error.type, error.param, error.code)
+        return json_response(body, error.status, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
-        message, param = _validation_message(error)
+        message, param = _validation_message(error.errors())
         return json_response(error_body(message, "invalid_request_error", param), 400)
 
     @app.exception_handler(HTTPException)
@@ -632,15 +774,21 @@ def create_app(engine: Engine, config: ApiConfig) -> FastAPI:
     async def client_gone(request: Request, error: ClientGone) -> Response:
         return Response(status_code=499)
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request, body: ChatCompletionRequest) -> Response:
-        return await server.chat(request, body)
+    @app.post(
+        "/v1/chat/completions",
+        openapi_extra=request_body(ChatCompletionRequest),
+        responses=COMPLETION_RESPONSES,
+    )
+    async def chat_completions(request: Request) -> Response:
+        return await server.chat(request, await server.read(request, ChatCompletionRequest))
 
-    @app.post("/v1/completions")
-    async def completions(request: Request, body: CompletionRequest) -> Response:
-        return await server.complete(request, body)
+    @app.post(
+        "/v1/completions", openapi_extra=request_body(CompletionRequest), responses=COMPLETION_RESPONSES
+    )
+    async def completions(request: Request) -> Response:
+        return await server.complete(request, await server.read(request, CompletionRequest))
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", responses=AUTH_ERRORS)
     async def models() -> Response:
         return json_response(model_list(config.served_name, server.created, server.context_length))
 

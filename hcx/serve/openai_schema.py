@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 MAX_STOP_STRINGS = 16
 MAX_STOP_CHARS = 256
@@ -21,12 +21,121 @@ MAX_STOP_CHARS = 256
 
 MAX_CHOICES = 16
 MAX_TOP_LOGPROBS = 20
+MAX_TOKEN_ID_DIGITS = 9  # a longer key is no vocabulary's token id (and int() of 4,300+ digits raises)
+
+# The cross-field rules of the validators below, in JSON Schema, so that /openapi.json states
+# exactly what is accepted: a client (or a fuzzer) can build valid requests from it, and
+# anything it calls invalid is refused.
+NOT_NULL = {"not": {"type": "null"}}
+NO_TOOL_CALLS = {"anyOf": [{"type": "null"}, {"type": "array", "maxItems": 0}]}
+MESSAGE_RULES = {
+    "anyOf": [
+        {
+            "required": ["role", "tool_calls"],
+            "properties": {"role": {"const": "assistant"}, "tool_calls": {"type": "array", "minItems": 1}},
+        },
+        {"required": ["content"], "properties": {"content": NOT_NULL, "tool_calls": NO_TOOL_CALLS}},
+    ]
+}
+RESPONSE_FORMAT_RULES = {
+    "anyOf": [
+        {"properties": {"type": {"enum": ["text", "json_object"]}}},
+        {
+            "required": ["json_schema"],
+            "properties": {
+                "json_schema": {
+                    "type": "object",
+                    "required": ["schema"],
+                    "properties": {"schema": {"type": "object"}},
+                }
+            },
+        },
+    ]
+}
+CHAT_RULES = {
+    "allOf": [
+        {
+            "not": {
+                "required": ["max_tokens", "max_completion_tokens"],
+                "properties": {
+                    "max_tokens": {"type": "integer"},
+                    "max_completion_tokens": {"type": "integer"},
+                },
+            }
+        },
+        {"properties": {"max_tokens": {"not": {"const": 0}}}},
+        {
+            "anyOf": [
+                {"properties": {"top_logprobs": {"type": "null"}}},
+                {"required": ["logprobs"], "properties": {"logprobs": {"const": True}}},
+            ]
+        },
+        {
+            "anyOf": [
+                {"properties": {"tool_choice": {"enum": [None, "none"]}}},
+                {"required": ["tools"], "properties": {"tools": {"type": "array", "minItems": 1}}},
+            ]
+        },
+        {
+            "not": {
+                "required": ["tool_choice", "response_format"],
+                "properties": {
+                    "tool_choice": {"anyOf": [{"const": "required"}, {"type": "object"}]},
+                    "response_format": {
+                        "type": "object",
+                        "properties": {"type": {"enum": ["json_object", "json_schema"]}},
+                    },
+                },
+            }
+        },
+    ]
+}
+COMPLETION_RULES = {
+    "allOf": [
+        {
+            "anyOf": [
+                {"properties": {"max_tokens": {"not": {"const": 0}}}},
+                {"required": ["echo"], "properties": {"echo": {"const": True}}},
+            ]
+        },
+        {
+            "not": {
+                "required": ["echo", "suffix"],
+                "properties": {"echo": {"const": True}, "suffix": {"type": "string"}},
+            }
+        },
+    ]
+}
+TOKEN_ID_KEYS = {"propertyNames": {"pattern": f"^[0-9]{{1,{MAX_TOKEN_ID_DIGITS}}}$"}}
+
+
+def is_json_int(value: Any) -> bool:
+    """An integer as JSON Schema counts them: ``2`` and ``2.0``, but not ``true`` or ``"2"``."""
+    return type(value) is int or (type(value) is float and value.is_integer())
+
+
+def _integral(value: Any) -> Any:
+    return int(value) if type(value) is float and value.is_integer() else value
+
+
+# Integer fields of the strict models take ``2.0`` too, as their JSON Schema type does. Their
+# bounds come before the validator inside ``Annotated``: anywhere else (``Field`` of an
+# ``int | None`` field, or after the validator) pydantic writes them into the schema as
+# ``ge``/``le``, which JSON Schema does not know, instead of ``minimum``/``maximum``.
+_INTEGRAL = BeforeValidator(_integral)
+Int = Annotated[int, _INTEGRAL]
+NonNegativeInt = Annotated[int, Field(ge=0), _INTEGRAL]
+PositiveInt = Annotated[int, Field(ge=1), _INTEGRAL]
+Seed = Annotated[int, Field(ge=0, lt=2**62), _INTEGRAL]
+Choices = Annotated[int, Field(ge=1, le=MAX_CHOICES), _INTEGRAL]
+TopLogprobs = Annotated[int, Field(ge=0, le=MAX_TOP_LOGPROBS), _INTEGRAL]
 
 
 class Strict(BaseModel):
-    """A request part whose unknown fields are errors that name them."""
+    """A request part whose unknown fields are errors that name them, and whose values have the
+    documented JSON types: no ``"5"`` or ``false`` taken for a number, as the schema promises."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class JsonSchemaFormat(Strict):
@@ -38,6 +147,8 @@ class JsonSchemaFormat(Strict):
 
 class ResponseFormat(Strict):
     """``text``, ``json_object`` (any JSON object) or ``json_schema`` (JSON matching a schema)."""
+
+    model_config = ConfigDict(json_schema_extra=RESPONSE_FORMAT_RULES)
 
     type: Literal["text", "json_object", "json_schema"]
     json_schema: JsonSchemaFormat | None = None
@@ -57,19 +168,21 @@ class ApiRequest(Strict):
     """Fields shared by chat and text completions; unknown fields are errors that name them."""
 
     model: str | None = None
-    max_tokens: int | None = Field(default=None, ge=0)
+    max_tokens: NonNegativeInt | None = None
     temperature: float = Field(default=1.0, ge=0.0, le=2.0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
-    top_k: int = Field(default=0, ge=0, description="extension: 0 keeps every token")
+    top_k: NonNegativeInt = Field(default=0, description="extension: 0 keeps every token")
     ignore_eos: bool = Field(default=False, description="extension: run to max_tokens (benchmarks)")
     stop: str | list[str] | None = None
-    seed: int | None = Field(default=None, ge=0, lt=2**62)
-    n: int = Field(default=1, ge=1, le=MAX_CHOICES)
+    seed: Seed | None = None
+    n: Choices = 1
     stream: bool = False
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(default=0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = None
+    logit_bias: dict[str, Annotated[float, Field(ge=-100.0, le=100.0)]] | None = Field(
+        default=None, json_schema_extra=TOKEN_ID_KEYS
+    )
     response_format: ResponseFormat | None = None
     user: str | None = None
     metadata: dict[str, str] | None = None
@@ -78,7 +191,8 @@ class ApiRequest(Strict):
     @classmethod
     def _token_ids(cls, bias: dict[str, float] | None) -> dict[str, float] | None:
         for key in bias or {}:
-            if not key.isdigit():
+            # str.isdigit alone accepts '²', which int() refuses: only ASCII decimal digits are ids.
+            if not (key.isascii() and key.isdigit() and len(key) <= MAX_TOKEN_ID_DIGITS):
                 raise ValueError(f"keys are token ids; {key!r} is not one")
         return bias
 
@@ -113,7 +227,7 @@ class TextPart(Strict):
 
 
 class FunctionCall(Strict):
-    name: str
+    name: Annotated[str, Field(min_length=1)]
     arguments: str
 
 
@@ -128,6 +242,8 @@ class ToolCallItem(Strict):
 class ChatMessage(Strict):
     """A chat turn. ``developer`` is OpenAI's newer name for ``system`` and is rendered as one;
     ``tool`` carries a tool's result back to the model."""
+
+    model_config = ConfigDict(json_schema_extra=MESSAGE_RULES)
 
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
@@ -185,10 +301,12 @@ class NamedToolChoice(Strict):
 
 
 class ChatCompletionRequest(ApiRequest):
+    model_config = ConfigDict(json_schema_extra=CHAT_RULES)
+
     messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: PositiveInt | None = None
     logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    top_logprobs: TopLogprobs | None = None
     tools: list[Tool] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool = True
@@ -227,7 +345,7 @@ class ChatCompletionRequest(ApiRequest):
         return self.tool_choice == "required" or isinstance(self.tool_choice, NamedToolChoice)
 
 
-TokenIds = Annotated[list[int], Field(min_length=1)]
+TokenIds = Annotated[list[Int], Field(min_length=1)]
 
 
 class CompletionRequest(ApiRequest):
@@ -237,6 +355,8 @@ class CompletionRequest(ApiRequest):
     (the PSM arrangement it was pretrained on, SPEC §4).
     """
 
+    model_config = ConfigDict(json_schema_extra=COMPLETION_RULES)
+
     prompt: (
         str
         | TokenIds
@@ -245,7 +365,7 @@ class CompletionRequest(ApiRequest):
     )
     suffix: str | None = None
     echo: bool = False
-    logprobs: int | None = Field(default=None, ge=0, le=MAX_TOP_LOGPROBS)
+    logprobs: TopLogprobs | None = None
     best_of: Literal[1] | None = Field(default=None, description="only 1: send n for several samples")
 
     @model_validator(mode="after")
@@ -260,7 +380,7 @@ class CompletionRequest(ApiRequest):
     @classmethod
     def _prompt_shape(cls, prompt: Any) -> Any:
         def is_ids(value: Any) -> bool:
-            return isinstance(value, list) and bool(value) and all(type(t) is int for t in value)
+            return isinstance(value, list) and bool(value) and all(is_json_int(t) for t in value)
 
         if isinstance(prompt, str) or is_ids(prompt):
             return prompt
@@ -277,6 +397,19 @@ class CompletionRequest(ApiRequest):
         if isinstance(self.prompt, str) or isinstance(self.prompt[0], int):
             return [self.prompt]  # type: ignore[list-item]
         return list(self.prompt)  # type: ignore[arg-type]
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """Every refusal's body (documented in ``/openapi.json``; built by :func:`error_body`)."""
+
+    error: ErrorDetail
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict:

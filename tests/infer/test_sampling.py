@@ -27,6 +27,13 @@ def test_filters_work_on_shuffled_vocabularies():
     assert torch.isfinite(kept).tolist() == [[False, True, False, True]]
 
 
+def test_a_vanishing_top_p_still_keeps_the_most_likely_token():
+    """A top_p that rounds to 0 in float32 (the fuzzer's 5e-324) must not mask every token."""
+    logits = torch.tensor([[0.0, 3.0, 1.0, 2.0]])
+    kept = filter_top_k_top_p(logits, torch.tensor([0]), torch.tensor([5e-324]))
+    assert torch.isfinite(kept).tolist() == [[False, True, False, False]]
+
+
 def test_greedy_rows_take_the_argmax_and_logprobs_are_unfiltered():
     logits = torch.tensor([[1.0, 4.0, 2.0], [3.0, 0.0, 1.0]])
     params = [SamplingParams(temperature=0.0), SamplingParams(temperature=0.5, top_k=1)]

@@ -16,13 +16,16 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 import torch
 import uvicorn
+from fastapi import FastAPI
 
 from hcx.infer.config import EngineConfig
 from hcx.infer.engine import Engine
@@ -31,12 +34,15 @@ from hcx.infer.sampling import SamplingParams
 from hcx.model import ModelConfig, Transformer
 from hcx.model.hf import export_hf
 from hcx.model.load import load_model
-from hcx.serve.api import ApiConfig, create_app
+from hcx.serve.api import ApiConfig, OpenAIServer, create_app
 from hcx.tokenizer import HcxTokenizer
 
 API_KEY = "hcx-test-key"
 SERVED_NAME = "hcx-tiny"
 MAX_TOKENS = 256
+GUARDED_MAX_TOKENS = 8
+GUARDED_BODY_BYTES = 262_144
+GUARDED_RETRY_AFTER_S = 2
 
 
 @dataclass
@@ -45,6 +51,12 @@ class LiveServer:
     engine: Engine
     reference: Engine
     tok: HcxTokenizer
+    app: FastAPI
+
+    @property
+    def api(self) -> OpenAIServer:
+        """The app's request handler: its async engine and admission counts."""
+        return self.app.state.server
 
     @property
     def context_length(self) -> int:
@@ -59,6 +71,26 @@ class LiveServer:
     def expected(self, prompt_ids: list[int], **params) -> Completion:
         """What the in-process engine generates for the same prompt and sampling parameters."""
         return self.reference.generate([prompt_ids], SamplingParams(**params))[0]
+
+    def settled_health(self, timeout: float = 30.0) -> dict:
+        """``/health`` once nothing runs, waits, streams or holds an admission (or at the timeout)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            health = httpx.get(f"{self.url}/health", timeout=timeout).json()
+            busy = (
+                health["running"] + health["waiting"] + health["open_streams"] + health["admitted_sequences"]
+            )
+            if busy == 0 or time.monotonic() > deadline:
+                return health
+            time.sleep(0.02)
+
+    def assert_all_freed(self) -> None:
+        """Every batch slot, admission, stream and cache block is given back; the server is healthy."""
+        health = self.settled_health()
+        assert health["status"] == "ok"
+        assert health["running"] == health["waiting"] == 0, health
+        assert health["open_streams"] == health["admitted_sequences"] == 0, health
+        assert health["free_cache_blocks"] == health["cache_blocks"], health
 
     def wait_idle(self, timeout: float = 60.0) -> None:
         """Until the server's engine has no request left (slots and cache blocks all free)."""
@@ -79,9 +111,45 @@ def served_model_dir(
 
 @pytest.fixture(scope="session")
 def live_server(served_model_dir: Path) -> Iterator[LiveServer]:
-    model, tok = load_model(served_model_dir, torch.device("cpu"), torch.float64).pair()
-    engine = Engine(model, tok, EngineConfig(max_running=64, num_blocks=2048, block_size=16))
-    app = create_app(engine, ApiConfig(served_name=SERVED_NAME, api_key=API_KEY, max_tokens=MAX_TOKENS))
+    engine_config = EngineConfig(max_running=64, num_blocks=2048, block_size=16)
+    api_config = ApiConfig(served_name=SERVED_NAME, api_key=API_KEY, max_tokens=MAX_TOKENS)
+    with running_server(served_model_dir, engine_config, api_config) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def guarded_server(served_model_dir: Path) -> Iterator[LiveServer]:
+    """A server with small limits, for fuzzing and refusals: 4 slots + 4 queued sequences,
+    8 tokens per answer, 256 KiB bodies."""
+    engine_config = EngineConfig(max_running=4, num_blocks=512, block_size=16)
+    api_config = ApiConfig(
+        served_name=SERVED_NAME,
+        api_key=API_KEY,
+        max_tokens=GUARDED_MAX_TOKENS,
+        max_queued=4,
+        max_body_bytes=GUARDED_BODY_BYTES,
+        retry_after_s=GUARDED_RETRY_AFTER_S,
+    )
+    with running_server(served_model_dir, engine_config, api_config) as server:
+        yield server
+
+
+@contextmanager
+def running_server(
+    model_dir: Path, engine_config: EngineConfig, api_config: ApiConfig
+) -> Iterator[LiveServer]:
+    """The ``hcx serve`` app for ``model_dir`` (float64) on a loopback port; afterwards every block is free."""
+    model, tok = load_model(model_dir, torch.device("cpu"), torch.float64).pair()
+    engine = Engine(model, tok, engine_config)
+    app = create_app(engine, api_config)
+    with serving(app) as url:
+        yield LiveServer(url, engine, Engine(model, tok), tok, app)
+    assert not engine.has_unfinished() and engine.pool.num_free == engine.pool.num_blocks
+
+
+@contextmanager
+def serving(app: FastAPI) -> Iterator[str]:
+    """``app`` run by uvicorn in a thread on a free loopback port; yields its URL, then shuts it down."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -95,8 +163,9 @@ def live_server(served_model_dir: Path) -> Iterator[LiveServer]:
         if not thread.is_alive() or time.monotonic() > deadline:
             raise RuntimeError("the test server did not start")
         time.sleep(0.02)
-    yield LiveServer(f"http://127.0.0.1:{port}", engine, Engine(model, tok), tok)
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
     assert not thread.is_alive(), "the test server did not shut down"
-    assert not engine.has_unfinished() and engine.pool.num_free == engine.pool.num_blocks

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, Route, expect, sync_playwright
 
 from tests.browser import launch_chromium
 from tests.serve.live_server import API_KEY, MAX_TOKENS, LiveServer
@@ -154,17 +155,30 @@ def test_untrusted_text_is_shown_as_text_and_errors_are_reported(page: Page):
     assert page.locator(".msg.assistant[data-state=error]").count() == 1
 
 
+def _run_to_max_tokens(route: Route) -> None:
+    """The page's own request with ``ignore_eos``: the answer cannot end before ``max_tokens``."""
+    route.continue_(post_data=json.dumps({**route.request.post_data_json, "ignore_eos": True}))
+
+
 def test_stop_button_aborts_the_stream_and_frees_the_slot(page: Page, live_server: LiveServer):
+    """Deterministic: the answer cannot end by itself, and the engine is held between steps
+    from the first visible token until the stop has been clicked."""
     engine = live_server.engine
     live_server.wait_idle()
     computed_before = engine.num_computed_tokens
+    page.route("**/v1/chat/completions", _run_to_max_tokens)
     page.fill("#max-tokens", str(MAX_TOKENS))
     page.dispatch_event("#max-tokens", "input")
     page.fill("#input", "아주 긴 이야기를 들려주세요")
     page.click("#send")
     expect(page.locator(".msg.assistant .text").last).not_to_have_text("")
-    page.click("#stop")
-    expect(page.locator(".msg.assistant").last).to_have_attribute("data-state", "stopped")
+    with live_server.api.streams.step_lock:
+        assert engine.num_computed_tokens - computed_before < MAX_TOKENS, (
+            "max_tokens too small to stop in time"
+        )
+        page.click("#stop")
+        expect(page.locator(".msg.assistant").last).to_have_attribute("data-state", "stopped")
+    page.unroute("**/v1/chat/completions")
     partial = _last_answer(page)
     live_server.wait_idle()
     assert engine.num_running == 0 and engine.pool.num_free == engine.pool.num_blocks
