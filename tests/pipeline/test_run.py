@@ -8,12 +8,10 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
 from hcx.pipeline.store import Store
-from hcx.pipeline.worker import CLOSED
 from tests.pipeline.conftest import hcx, pipeline_recipe, store_of
 
 
@@ -148,7 +146,7 @@ def test_killed_pretraining_resumes_from_its_checkpoint_on_rerun(
 def test_a_killed_driver_is_resumed_by_the_rerun_and_every_evaluation_is_recorded_once(
     tmp_path: Path, tokenizer_dir: Path, corpus_glob: str, data_dir: Path
 ) -> None:
-    """SIGKILL ``hcx run`` itself while pretraining runs and a worker evaluates; its children die with it."""
+    """SIGKILL ``hcx run`` itself while pretraining runs and a worker is mid-evaluation; its children die with it."""
     recipe = pipeline_recipe(
         tmp_path, tokenizer_dir, corpus_glob, data_dir, pretrain_steps=400, stages=("pretrain",)
     )
@@ -162,7 +160,7 @@ def test_a_killed_driver_is_resumed_by_the_rerun_and_every_evaluation_is_recorde
         stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
-    while not any(row["status"] == "claimed" for row in store.evaluations()):
+    while not (claimed := [row["step"] for row in store.evaluations() if row["status"] == "claimed"]):
         assert driver.poll() is None and time.time() < deadline, "no evaluation was claimed"
         time.sleep(0.1)
     driver.kill()
@@ -179,6 +177,8 @@ def test_a_killed_driver_is_resumed_by_the_rerun_and_every_evaluation_is_recorde
     rows = store.evaluations()
     assert [(r["step"], r["status"]) for r in rows] == [(step, "done") for step in steps]
     assert all(r["logged"] for r in rows)
+    # The evaluation the dead worker held was taken over once its lease expired; no other was redone.
+    assert {r["step"]: r["attempts"] for r in rows} == {step: 2 if step in claimed else 1 for step in steps}
     assert store.stage("pretrain")["status"] == "done" and store.stage("pretrain")["attempts"] == 2
     client = MlflowClient(tracking_uri=f"sqlite:///{run_dir(recipe)}/mlflow.db")
     experiment = client.get_experiment_by_name("hcx")
@@ -201,45 +201,6 @@ def _process_state(pid: int) -> str:
         return Path(f"/proc/{pid}/status").read_text().lower()
     except OSError:
         return "zombie"
-
-
-@pytest.mark.parametrize("finished_pipeline", ["sqlite"], indirect=True)
-def test_a_worker_killed_mid_evaluation_leads_to_exactly_one_result(
-    finished_pipeline: Path, tmp_path: Path
-) -> None:
-    """Re-publish a real checkpoint into a fresh store; kill the first worker while it evaluates."""
-    source = store_of(finished_pipeline)
-    checkpoint = sorted((finished_pipeline.parent / "pretrain" / "checkpoints").glob("step_*"))[-1]
-    recipe = tmp_path / "recipe.yaml"
-    body = yaml.safe_load(finished_pipeline.read_text())
-    body["pipeline"]["run_dir"] = str(tmp_path / "pipe")
-    body["pipeline"]["evaluation"]["lease_seconds"] = 4
-    body["pipeline"]["evaluation"]["heartbeat_seconds"] = 1
-    recipe.write_text(yaml.safe_dump(body))
-    store = Store(f"sqlite:///{tmp_path}/pipe/pipeline.db")
-    store.publish("pretrain", str(checkpoint), int(checkpoint.name.split("_")[1]))
-    store.set_flag(CLOSED, True)
-    assert source.events()  # the fixture really produced checkpoints
-
-    doomed = subprocess.Popen(
-        [sys.executable, "-m", "hcx.cli", "pipeline", "worker", str(recipe), "--worker-id", "doomed"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 120
-    while store.evaluations()[0]["status"] != "claimed":
-        assert doomed.poll() is None and time.time() < deadline
-        time.sleep(0.1)
-    time.sleep(1.5)  # mid-evaluation: loading the model, reading items
-    doomed.kill()
-    doomed.wait()
-    assert store.evaluations()[0]["status"] == "claimed"
-
-    survivor = hcx("pipeline", "worker", str(recipe), "--worker-id", "survivor", timeout=300)
-    assert survivor.returncode == 0, survivor.stderr[-2000:]
-    (row,) = store.evaluations()
-    assert (row["status"], row["worker"], row["attempts"]) == ("done", "survivor", 2)
-    assert row["result"]["worker"] == "survivor"
 
 
 def test_a_stage_under_torchrun_publishes_each_checkpoint_once_from_rank_0(
