@@ -8,6 +8,7 @@ counts it (by reason, with the first locations kept for the log) and carries on;
 from __future__ import annotations
 
 import gzip
+import json
 import random
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
@@ -19,6 +20,17 @@ import orjson
 
 T = TypeVar("T")
 Policy = Literal["skip", "fail"]
+
+
+def read_json_file(
+    path: Path, error: type[Exception] = ValueError, what: str = "JSON", hint: str = ""
+) -> Any:
+    """A JSON file's value; ``error`` naming the file when it is not UTF-8 JSON (``what`` names the
+    kind of file, ``hint`` what to do about it)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise error(f"{path}: corrupted, not valid {what} ({exc}){hint}") from None
 
 
 class BadRecordError(ValueError):

@@ -171,8 +171,8 @@ class Isolation:
         return [*self.view, *run, "--chdir", SANDBOX_DIR, "--", *self.prefix]
 
 
-def _failure(argv: Sequence[str], code: str = "pass", cwd: str = "/") -> str | None:
-    """Why ``argv -I -c code`` does not run cleanly, None when it does."""
+def _run_python(argv: Sequence[str], code: str = "pass", cwd: str = "/") -> str | list[str]:
+    """Run ``argv -I -c code`` in a scrubbed environment: its stdout lines, or why it did not run cleanly."""
     try:
         done = subprocess.run(
             [*argv, "-I", "-c", code],
@@ -186,7 +186,13 @@ def _failure(argv: Sequence[str], code: str = "pass", cwd: str = "/") -> str | N
     if done.returncode != 0:
         lines = done.stderr.decode(errors="replace").strip().splitlines()
         return f"exit status {done.returncode}: {lines[-1] if lines else 'no message'}"
-    return None
+    return done.stdout.decode(errors="replace").splitlines()
+
+
+def _failure(argv: Sequence[str], code: str = "pass", cwd: str = "/") -> str | None:
+    """Why ``argv -I -c code`` does not run cleanly, None when it does."""
+    outcome = _run_python(argv, code, cwd)
+    return outcome if isinstance(outcome, str) else None
 
 
 def _works(argv: Sequence[str]) -> bool:
@@ -311,19 +317,10 @@ def _installation(python: str) -> tuple[str, ...] | str:
     """The directories of ``python``'s installation the view lacks (a python outside ``/usr``,
     e.g. ``/opt/python``), or why it cannot be used there.
     """
-    try:
-        done = subprocess.run(
-            [python, "-I", "-c", "import sys; print(sys.base_prefix); print(sys.base_exec_prefix)"],
-            env={"PATH": MINIMAL_PATH},
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        return str(e)
-    if done.returncode != 0:
-        return f"exit status {done.returncode}"
-    dirs = {os.path.realpath(d) for d in [os.path.dirname(python), *done.stdout.splitlines()]}
+    prefixes = _run_python([python], "import sys; print(sys.base_prefix); print(sys.base_exec_prefix)")
+    if isinstance(prefixes, str):
+        return prefixes
+    dirs = {os.path.realpath(d) for d in [os.path.dirname(python), *prefixes]}
     extra = sorted(d for d in dirs if not _under(d, _SYSTEM_DIRS))
     package = str(Path(__file__).resolve())
     if exposed := [d for d in extra if d == "/" or _under(d, _PRIVATE_DIRS) or _under(package, [d])]:

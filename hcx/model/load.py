@@ -16,7 +16,6 @@ arrives on the same device, in the same dtype and with the same RoPE base whoeve
 from __future__ import annotations
 
 import hashlib
-import json
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from hcx.model.config import ModelConfig
 from hcx.model.lora import merge_lora
 from hcx.model.transformer import Transformer
+from hcx.records import read_json_file
 
 if TYPE_CHECKING:
     from hcx.tokenizer import ChatTokens, Tokenizer
@@ -119,10 +119,7 @@ def run_dcp(fn, *args, **kwargs):
 def _load_checkpoint(path: Path) -> tuple[Transformer, Path]:
     import torch.distributed.checkpoint as dcp
 
-    try:
-        meta = json.loads((path / META).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelLoadError(f"{path / META}: corrupted, not valid JSON ({exc})") from None
+    meta = read_json_file(path / META, ModelLoadError)
     problems = [file_problem(path / name, record) for name, record in sorted(meta.get(FILES, {}).items())]
     if any(problems):
         raise ModelLoadError(f"checkpoint {path} is damaged:\n  " + "\n  ".join(p for p in problems if p))

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from hcx.records import read_json_file
 from hcx.tokenizer.config import ChatTokens
 from hcx.tokenizer.hf_files import CONFIG_FILE
 
@@ -47,10 +48,7 @@ def read_config(directory: Path) -> dict[str, Any]:
     path = directory / CONFIG_FILE
     if not path.is_file():
         return {}
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+    config = read_json_file(path)
     if not isinstance(config, dict):
         raise ValueError(f"{path}: expected a JSON object")
     return config

@@ -12,7 +12,6 @@ emit special ids.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import tiktoken
 
+from hcx.records import read_json_file
 from hcx.tokenizer.bytelevel import token_bytes
 from hcx.tokenizer.chat import chat_segments
 from hcx.tokenizer.hf_files import TOKENIZER_FILE
@@ -52,10 +52,7 @@ def _find_pattern(node: Any) -> str | None:
 def _read_vocab(path: Path) -> dict[str, int]:
     if not path.is_file():
         raise FileNotFoundError(f"tokenizer file not found: {path} (train one with `hcx tokenizer train`)")
-    try:
-        spec = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise TokenizerFormatError(f"{path}: not a JSON tokenizer file ({exc})") from None
+    spec = read_json_file(path, TokenizerFormatError, what="JSON tokenizer file")
     model = spec.get("model") if isinstance(spec, dict) else None
     if not isinstance(model, dict) or model.get("type") != "BPE" or not isinstance(model.get("vocab"), dict):
         raise NotHcxTokenizer(f"{path}: expected a Hugging Face byte-level BPE tokenizer.json")

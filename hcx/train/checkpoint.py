@@ -39,6 +39,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from hcx.model.load import FILES, LATEST, META, file_problem, run_dcp, sha256_of
+from hcx.records import read_json_file
 from hcx.train.metrics import drop_torn_tail, read_jsonl_log
 
 EVENTS = "events.jsonl"
@@ -117,10 +118,7 @@ def read_meta(path: Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{meta_path}: missing; {path} was not written by hcx or its save did not finish"
         )
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{meta_path}: corrupted, not valid JSON ({exc})") from None
+    meta = read_json_file(meta_path, CheckpointError)
     if not isinstance(meta, dict) or not isinstance(meta.get("model"), dict):
         raise CheckpointError(f"{meta_path}: corrupted, not a JSON object with a 'model' config")
     return meta

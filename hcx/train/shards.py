@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from hcx.records import BadRecordError, Rejected, read_records
+from hcx.records import BadRecordError, Rejected, read_json_file, read_records
 from hcx.tokenizer import Tokenizer, load
 
 MANIFEST = "manifest.json"
@@ -156,10 +156,7 @@ def read_manifest(out: Path) -> dict[str, Any]:
     path = out / MANIFEST
     if not path.is_file():
         raise ShardError(f"{path}: no shard manifest (tokenization did not finish)")
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ShardError(f"{path}: corrupted, not valid JSON ({exc}); delete it to tokenize again") from None
+    manifest = read_json_file(path, ShardError, hint="; delete it to tokenize again")
     shards = manifest.get("shards") if isinstance(manifest, dict) else None
     if not isinstance(shards, list):
         raise ShardError(f"{path}: corrupted, no 'shards' list; delete it to tokenize again")

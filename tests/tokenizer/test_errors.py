@@ -95,5 +95,5 @@ def test_incompatible_tokenizer_files(tmp_path: Path, data_dir: Path):
         load(wordpiece)
     garbage = tmp_path / "garbage.json"
     garbage.write_bytes(b"\x00\xff not json")
-    with pytest.raises(TokenizerFormatError, match="not a JSON tokenizer file"):
+    with pytest.raises(TokenizerFormatError, match="not valid JSON tokenizer file"):
         load(garbage)
