@@ -31,7 +31,7 @@ from tests.redteam.conftest import (
 )
 
 SEED = 20261121
-EXAMPLES = 60  # per route, signed in and out together, per backend
+EXAMPLES = 40  # per route, signed in and out together, per backend
 ANY_PATH = ("ANY", "/{anything}")
 FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("GET", "/login"): (),
