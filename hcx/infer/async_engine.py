@@ -8,8 +8,8 @@ breaks out of the loop — aborts its request, which frees the running slot and 
 blocks before the next step.
 
 Each step runs under :attr:`AsyncEngine.step_lock`; whoever holds it (from any thread) keeps
-the engine between steps — new requests still arrive and queue, none advances — e.g. to
-change the model's weights in place without a step seeing half of them.
+the engine between steps: new requests still arrive and queue, none advances. The server's
+tests hold it to make a full queue and a stopped stream deterministic.
 """
 
 from __future__ import annotations

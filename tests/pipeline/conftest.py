@@ -68,6 +68,7 @@ def pipeline_recipe(
             "checkpoint": {"every": 4},
             "dtype": "float32",
             "log_every": 1,
+            "bpb": {"languages": ["ko"]},  # what the tests compare with the workers' hcx_bpb_ko
             "export_hf": str(tmp_path / "hf"),
         },
         "sft": {
@@ -84,6 +85,7 @@ def pipeline_recipe(
             "log_every": 1,
             "optim": {"lr": 1e-3, "warmup_steps": 1},
             "checkpoint": {"every": 3},
+            "bpb": {"languages": ["ko"]},
         },
     }
     path = tmp_path / "recipe.yaml"
