@@ -99,10 +99,6 @@ class LoginThrottle:
             self._forget_if_clear(name)
             return blocked
 
-    def failed(self, name: str) -> None:
-        with self._lock:
-            self._recent(name).append(time.monotonic())
-
     def attempt(self, name: str) -> bool:
         """Let one sign-in through, counted as failed until :meth:`succeeded`; False when blocked."""
         with self._lock:

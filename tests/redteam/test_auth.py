@@ -102,14 +102,14 @@ def test_an_older_database_with_data_is_upgraded(database_url: str) -> None:
 
 def test_login_throttle_counts_failures_per_name_within_its_window() -> None:
     throttle = LoginThrottle(attempts=2, window_s=300)
-    throttle.failed("eve")
+    assert throttle.attempt("eve")  # counted as failed until it succeeds
     assert not throttle.blocked("eve")
-    throttle.failed("eve")
+    assert throttle.attempt("eve")
     assert throttle.blocked("eve") and not throttle.blocked("alice")
     throttle.succeeded("eve")
     assert not throttle.blocked("eve")
     aged = LoginThrottle(attempts=1, window_s=0)  # every failure is already outside the window
-    aged.failed("eve")
+    assert aged.attempt("eve")
     assert not aged.blocked("eve")
 
 
