@@ -3,7 +3,10 @@
 Both models have the identical configuration and weights (ours exported through
 ``hcx.model.hf``), see the same batch of real Korean text, run in the same dtype on the same
 number of threads, and take full steps: forward, next-token loss, backward, AdamW. Runs
-alternate between the two so machine noise hits both alike; the median step time counts.
+alternate between the two so machine noise hits both alike; the median step time counts. By
+default it compares in float32 and in bfloat16 (autocast over float32 weights, as the
+trainer does), and states each model's FLOP/s as a share of the machine's matmul peak in
+that dtype, measured first (:mod:`machine`).
 
 ``--packed`` runs only the packed-documents section instead: one row of 2k, 8k and 32k tokens
 packed from real Korean and English documents (the loader's ``<|endoftext|>`` + document
@@ -34,9 +37,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
+from machine import describe, matmul_peak_gflops
 from transformers import AutoModelForCausalLM
 
 from hcx.model import DocumentCausal, ModelConfig, Transformer
@@ -101,6 +106,35 @@ def train_step_fn(loss_fn, optimizer, dtype: torch.dtype):
         return loss.item()
 
     return step
+
+
+def matmul_shapes(cfg: ModelConfig, tokens: int) -> Counter[tuple[int, int, int]]:
+    """The (m, k, n) products of one training step's linear layers: each layer's forward, its input
+    gradient and its weight gradient (attention's score and value products are not among them)."""
+    hq, hkv = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+    per_layer = [(cfg.dim, hq), (cfg.dim, hkv), (cfg.dim, hkv), (hq, cfg.dim)]
+    per_layer += [(cfg.dim, cfg.ffn_dim), (cfg.dim, cfg.ffn_dim), (cfg.ffn_dim, cfg.dim)]
+    shapes: Counter[tuple[int, int, int]] = Counter()
+    for (k, n), count in [*((p, cfg.n_layers) for p in per_layer), ((cfg.dim, cfg.vocab_size), 1)]:
+        shapes[tokens, k, n] += count
+        shapes[tokens, n, k] += count
+        shapes[n, tokens, k] += count
+    return shapes
+
+
+def matmuls_alone(cfg: ModelConfig, tokens: int, dtype: torch.dtype, repeats: int = 5) -> tuple[float, int]:
+    """Seconds and FLOPs of :func:`matmul_shapes` timed alone (best of ``repeats`` per shape)."""
+    seconds, flops = 0.0, 0
+    for (m, k, n), count in matmul_shapes(cfg, tokens).items():
+        a, b = torch.randn(m, k).to(dtype), torch.randn(k, n).to(dtype)
+        best = float("inf")
+        for _ in range(repeats + 1):
+            start = time.perf_counter()
+            a @ b
+            best = min(best, time.perf_counter() - start)
+        seconds += count * best
+        flops += count * 2 * m * k * n
+    return seconds, flops
 
 
 # --- packed documents: DocumentCausal without a mask vs the dense mask ------------------------------
@@ -318,7 +352,7 @@ def main() -> None:
     parser.add_argument("--vocab", type=int, default=8192)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+    parser.add_argument("--dtype", choices=["float32", "bfloat16", "both"], default="both")
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-compile", dest="compile", action="store_false")
@@ -339,8 +373,20 @@ def main() -> None:
     if args.packed:
         packed_section(args)
         return
-    dtype = getattr(torch, args.dtype)
+    device = torch.device("cpu")
+    print(describe(device))
+    dtypes = ["float32", "bfloat16"] if args.dtype == "both" else [args.dtype]
+    peaks = {name: matmul_peak_gflops(getattr(torch, name), device) for name in ("float32", "bfloat16")}
+    print(
+        "measured matmul peak (2048³, best of 5): "
+        + ", ".join(f"{name} {gflops:,.0f} GFLOP/s" for name, gflops in peaks.items())
+    )
+    for name in dtypes:
+        compare(args, getattr(torch, name), peaks[name])
 
+
+def compare(args: argparse.Namespace, dtype: torch.dtype, peak_gflops: float) -> None:
+    """Both models' training steps in ``dtype``, alternating, and their rates as shares of the peak."""
     cfg = ModelConfig(
         preset="tiny",
         vocab_size=args.vocab,
@@ -378,19 +424,29 @@ def main() -> None:
 
     tokens_per_step = args.batch * args.seq_len
     rate = {name: tokens_per_step / statistics.median(t) for name, t in times.items()}
+    dtype_name = str(dtype).removeprefix("torch.")
     print(
-        f"config: dim={args.dim} layers={args.layers} heads={args.heads}/{args.kv_heads} ffn={args.ffn} "
-        f"vocab={args.vocab} | batch {args.batch}x{args.seq_len} {args.dtype} threads={args.threads} "
-        f"| params {cfg.num_params() / 1e6:.2f}M, {cfg.flops_per_token(args.seq_len) / 1e6:.1f} MFLOP/token"
+        f"\nconfig: dim={args.dim} layers={args.layers} heads={args.heads}/{args.kv_heads} ffn={args.ffn} "
+        f"vocab={args.vocab} | batch {args.batch}x{args.seq_len} {dtype_name} threads={args.threads} "
+        f"| params {cfg.num_params() / 1e6:.2f}M, {cfg.flops_per_token(args.seq_len) / 1e6:.1f} MFLOP/token "
+        f"| median of {args.steps} steps each, alternating"
     )
     print(f"first-step loss: hcx {first_loss['hcx']:.5f}  hf {first_loss['hf']:.5f}")
     for name in steps:
-        tflops = rate[name] * cfg.flops_per_token(args.seq_len) / 1e12
+        gflops = rate[name] * cfg.flops_per_token(args.seq_len) / 1e9
         print(
             f"{name:>4}{' (compiled)' if name == 'hcx' and args.compile else ''}: "
-            f"{rate[name]:,.0f} tokens/s  ({tflops * 1e3:.1f} GFLOP/s)"
+            f"{rate[name]:,.0f} tokens/s  ({gflops:.1f} GFLOP/s, {gflops / peak_gflops:.0%} of the "
+            f"{dtype_name} matmul peak)"
         )
-    print(f"ratio hcx / hf: {rate['hcx'] / rate['hf']:.2f}x")
+    print(f"ratio hcx / hf ({dtype_name}): {rate['hcx'] / rate['hf']:.2f}x")
+    alone, flops = matmuls_alone(cfg, tokens_per_step, dtype)
+    step = statistics.median(times["hcx"])
+    print(
+        f"the step's {sum(matmul_shapes(cfg, tokens_per_step).values())} linear-layer products timed alone: "
+        f"{alone * 1e3:.1f} ms ({flops / alone / 1e9:,.0f} GFLOP/s, {flops / alone / 1e9 / peak_gflops:.0%} "
+        f"of the peak at these shapes) = {alone / step:.0%} of hcx's {step * 1e3:.1f} ms step"
+    )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Every network of every stage lands on the stage's device, in the stage's precision.
 
 The device is the one a GPU box would use when it has one (``cuda``) and the CPU here; the
-dtype is bfloat16 as configured. Trained networks keep float32 master weights (autocast or
-FSDP computes in bfloat16); frozen networks (PPO's reference and reward model, the rollout
-engine's copy, evaluation and serving) are held in bfloat16. Rotary tables stay float32
+dtype is every stage's default, ``auto``: bfloat16 where the device computes it natively
+(this CPU, if it has AMX or AVX512-BF16), else float32. Trained networks keep float32 master
+weights (autocast or FSDP computes in the compute dtype); frozen networks (PPO's reference
+and reward model, the rollout engine's copy, evaluation and serving) are held in it. Rotary tables stay float32
 everywhere. The same test runs unchanged on a GPU box.
 """
 
@@ -21,6 +22,7 @@ from hcx.align.rm import RmTrainer
 from hcx.align.sft import SftTrainer
 from hcx.eval.backend import HcxLM
 from hcx.model.load import load_model
+from hcx.model.precision import auto_dtype
 from hcx.pipeline.config import EvaluationSpec
 from hcx.serve.api import ApiConfig
 from hcx.serve.server import ServeConfig, build_app
@@ -28,7 +30,7 @@ from hcx.train.config import PretrainConfig
 from hcx.train.pretrain import Pretrainer
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-BF16 = torch.bfloat16
+BF16 = auto_dtype(torch.device(DEVICE))
 
 
 def assert_placed(module: nn.Module, dtype: torch.dtype, what: str) -> None:
@@ -46,7 +48,6 @@ def common(out: Path) -> dict:
     return {
         "output_dir": str(out),
         "device": DEVICE,
-        "dtype": "bfloat16",
         "log_every": 1,
         "checkpoint": {"every": 100},
     }
@@ -138,15 +139,11 @@ def test_sft_rm_ppo_eval_and_serve_follow_the_stage_settings(
     trainer.close()
     assert len(trainer.ppo.history) == 1
 
-    spec = EvaluationSpec(device=DEVICE, dtype="bfloat16")
+    spec = EvaluationSpec(device=DEVICE)
     worker_model = load_model(base_model_dir, spec.device, spec.dtype).model
     assert_placed(worker_model, BF16, "evaluation worker")
-    evaluator = HcxLM(pretrained=str(base_model_dir), device=DEVICE, dtype="bfloat16")
+    evaluator = HcxLM(pretrained=str(base_model_dir), device=DEVICE)
     assert_placed(evaluator.model, BF16, "hcx eval")
 
-    app = build_app(
-        ServeConfig(
-            checkpoint=base_model_dir, device=DEVICE, dtype="bfloat16", api=ApiConfig(served_name="m")
-        )
-    )
+    app = build_app(ServeConfig(checkpoint=base_model_dir, device=DEVICE, api=ApiConfig(served_name="m")))
     assert_placed(app.state.server.engine.model, BF16, "hcx serve")

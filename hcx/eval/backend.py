@@ -73,7 +73,7 @@ class HcxLM(TemplateLM):
         max_gen_toks: int = 256,
         score_batch_tokens: int = 8192,
         device: str | None = None,
-        dtype: str = "float32",
+        dtype: str = "auto",
         **_: Any,
     ) -> None:
         super().__init__()

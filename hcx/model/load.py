@@ -28,6 +28,7 @@ from torch.distributed.checkpoint.api import CheckpointException
 
 from hcx.model.config import ModelConfig
 from hcx.model.lora import merge_lora
+from hcx.model.precision import auto_dtype
 from hcx.model.transformer import Transformer
 from hcx.records import read_json_file
 
@@ -85,14 +86,15 @@ class LoadedModel:
 def resolve_device(
     device: str | torch.device = "auto", dtype: str | torch.dtype = "auto"
 ) -> tuple[torch.device, torch.dtype]:
-    """``auto``: the GPU when there is one, in bfloat16 there and float32 on the CPU."""
+    """``auto``: the GPU when there is one; bfloat16 where the device computes it natively
+    (:mod:`hcx.model.precision`), float32 elsewhere."""
     if isinstance(device, str) and device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     target = torch.device(device)
     if isinstance(dtype, torch.dtype):
         return target, dtype
     if dtype == "auto":
-        return target, torch.bfloat16 if target.type == "cuda" else torch.float32
+        return target, auto_dtype(target)
     if dtype not in DTYPES:
         raise ModelLoadError(f"dtype {dtype!r}: choose one of {', '.join(DTYPES)} or auto")
     return target, DTYPES[dtype]

@@ -86,7 +86,7 @@ class EvaluationSpec(Section):
     resources: Resources = Field(default_factory=lambda: Resources(cpus=1))
     device: str = Field(default="auto", description="where workers evaluate; auto: the GPU when there is one")
     dtype: Literal["auto", "float32", "bfloat16"] = Field(
-        default="auto", description="auto: bfloat16 on a GPU, float32 on the CPU"
+        default="auto", description="auto: bfloat16 where the device computes it natively, else float32"
     )
 
 

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, Any
 
 from hcx.config import read_recipe
 from hcx.model.config import ModelConfig, padded_vocab_size
+from hcx.model.load import resolve_device
+from hcx.model.precision import compute_dtype
 from hcx.train.memory import MemoryEstimate, estimate_memory
 from hcx.train.parallel import resolve_dp
 
@@ -128,7 +130,7 @@ def stage_memory(stage: PlannedStage, plan: Plan) -> StageMemory | None:
         pp=parallel.pp,
         pp_microbatches=parallel.pp_microbatches,
         pp_schedule=parallel.pp_schedule,
-        dtype=cfg.dtype,
+        dtype=str(compute_dtype(cfg.dtype, resolve_device(cfg.device)[0])).removeprefix("torch."),
         activation_checkpointing=cfg.activation_checkpointing,
     )
     if kind == "pretrain":

@@ -134,10 +134,11 @@ class LoopConfig(Section):
     device: str = Field(
         default="auto", description="auto: this rank's GPU under torchrun when there is one, else the CPU"
     )
-    dtype: Literal["bfloat16", "float32"] = Field(
-        default="bfloat16",
+    dtype: Literal["auto", "bfloat16", "float32"] = Field(
+        default="auto",
         description="compute dtype: bfloat16 autocast (or FSDP bf16 parameters) over float32 master weights; "
-        "frozen networks (PPO's reference and reward model) are held in it",
+        "frozen networks (PPO's reference and reward model) are held in it. auto: bfloat16 where the "
+        "device computes it natively (GPUs, CPUs with AMX or AVX512-BF16), float32 elsewhere",
     )
     grad_accum: int = Field(default=1, ge=1, description="micro-batches per optimizer step")
     activation_checkpointing: bool = False

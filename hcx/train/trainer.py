@@ -36,6 +36,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from hcx.model.config import ModelConfig
+from hcx.model.precision import compute_dtype
 from hcx.model.transformer import Transformer, canonical_name
 from hcx.paths import find_data_dir
 from hcx.train.bpb import HeldOutBpb
@@ -176,7 +177,7 @@ class Trainer:
         if is_rank0():
             self.out.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(cfg.seed)
-        self.compute_dtype = torch.bfloat16 if cfg.dtype == "bfloat16" else torch.float32
+        self.compute_dtype = compute_dtype(cfg.dtype, self.mesh.device)
         self.step, self.tokens_seen, self.losses = 0, 0, []
         self.schedule = None
         self._resumed = False
@@ -228,7 +229,7 @@ class Trainer:
         return parallelize(
             model,
             self.mesh,
-            param_dtype=self.compute_dtype if self.cfg.dtype == "bfloat16" else None,
+            param_dtype=self.compute_dtype if self.compute_dtype != torch.float32 else None,
             activation_checkpointing=self.cfg.activation_checkpointing,
             compile=self.cfg.compile,
         )
@@ -241,7 +242,7 @@ class Trainer:
 
     # --- one step ----------------------------------------------------------------------------
     def autocast(self):
-        if self.cfg.dtype == "bfloat16" and self.mesh.dp == 1:
+        if self.compute_dtype != torch.float32 and self.mesh.dp == 1:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 

@@ -13,7 +13,7 @@ def test_defaults_are_the_spec_schedule():
     assert cfg.stages[0].batch_size * 4096 == cfg.stages[1].batch_size * 32768
     assert cfg.stage_starts() == [0, 900]
     assert cfg.stage_at(899)[0] == 0 and cfg.stage_at(900)[0] == 1
-    assert cfg.dtype == "bfloat16" and cfg.model.n_kv_heads < cfg.model.n_heads
+    assert cfg.dtype == "auto" and cfg.model.n_kv_heads < cfg.model.n_heads
 
 
 def test_context_longer_than_the_model_takes_is_rejected_with_the_field(tmp_path):
