@@ -89,10 +89,10 @@ def hf_loss(model):
     return lambda inputs, targets: lm_loss(model(input_ids=inputs).logits, targets)
 
 
-def hcx_loss(model, compile: bool):
+def hcx_loss(model, compile: bool, mode: str):
     """Our step as the trainer builds it: ``parallelize`` (blocks compiled) and the loss compiled."""
-    model = parallelize(model, Mesh(mesh=None), compile=compile)
-    loss = torch.compile(lm_loss) if compile else lm_loss
+    model = parallelize(model, Mesh(mesh=None), compile=compile, compile_mode=mode)
+    loss = torch.compile(lm_loss, mode=mode) if compile else lm_loss
     return lambda inputs, targets: loss(model(inputs), targets)
 
 
@@ -356,6 +356,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--no-compile", dest="compile", action="store_false")
+    parser.add_argument(
+        "--compile-mode",
+        choices=["default", "max-autotune-no-cudagraphs"],
+        default="max-autotune-no-cudagraphs",
+        help="the trainer's compile_mode (max-autotune: Inductor's GEMMs where they beat oneDNN's)",
+    )
     parser.add_argument("--packed", action="store_true", help="only the packed-documents section")
     parser.add_argument("--packed-lengths", type=int, nargs="+", default=list(PACKED_LENGTHS))
     parser.add_argument("--packed-steps", type=int, default=3)
@@ -405,7 +411,7 @@ def compare(args: argparse.Namespace, dtype: torch.dtype, peak_gflops: float) ->
     theirs.train()
     tokens = korean_batch(args.tokenizer, args.batch, args.seq_len, args.vocab)
 
-    ours_loss = hcx_loss(ours, args.compile)
+    ours_loss = hcx_loss(ours, args.compile, args.compile_mode)
     steps = {
         "hcx": train_step_fn(ours_loss, torch.optim.AdamW(ours.parameters(), lr=1e-4, foreach=True), dtype),
         "hf": train_step_fn(
@@ -435,7 +441,7 @@ def compare(args: argparse.Namespace, dtype: torch.dtype, peak_gflops: float) ->
     for name in steps:
         gflops = rate[name] * cfg.flops_per_token(args.seq_len) / 1e9
         print(
-            f"{name:>4}{' (compiled)' if name == 'hcx' and args.compile else ''}: "
+            f"{name:>4}{f' (compiled, {args.compile_mode})' if name == 'hcx' and args.compile else ''}: "
             f"{rate[name]:,.0f} tokens/s  ({gflops:.1f} GFLOP/s, {gflops / peak_gflops:.0%} of the "
             f"{dtype_name} matmul peak)"
         )

@@ -142,7 +142,12 @@ class LoopConfig(Section):
     )
     grad_accum: int = Field(default=1, ge=1, description="micro-batches per optimizer step")
     activation_checkpointing: bool = False
-    compile: bool = False
+    compile: bool = Field(default=False, description="torch.compile each block (and the pretraining loss)")
+    compile_mode: Literal["default", "max-autotune-no-cudagraphs"] = Field(
+        default="default",
+        description="torch.compile mode; max-autotune-no-cudagraphs benchmarks GEMM kernels for each shape "
+        "while compiling (slower to start; on CPUs with AMX, Inductor's own bfloat16 GEMMs can beat oneDNN's)",
+    )
     seed: int = 0
     log_every: int = 10
     eval_every: int | None = Field(

@@ -215,6 +215,7 @@ def parallelize(
     param_dtype: torch.dtype | None = None,
     activation_checkpointing: bool = False,
     compile: bool = False,
+    compile_mode: str = "default",
 ) -> Transformer:
     """Shard ``model`` for this rank; returns this rank's module.
 
@@ -232,7 +233,7 @@ def parallelize(
         apply_activation_checkpointing(model)
     if compile:
         for name, block in list(model.layers.items()):
-            model.layers[name] = torch.compile(block)
+            model.layers[name] = torch.compile(block, mode=compile_mode)
     if mesh.dp > 1:
         apply_fsdp(model, mesh.mesh["dp"], param_dtype)
     return model

@@ -73,6 +73,7 @@ class PretrainTask(Task):
     def __init__(self, cfg: PretrainConfig):
         self.cfg = cfg
         self.stage_index = -1
+        self.lm_loss = torch.compile(lm_loss, mode=cfg.compile_mode) if cfg.compile else lm_loss
 
     def setup(self, trainer: Trainer) -> nn.Module:
         cfg, mesh = self.cfg, trainer.mesh
@@ -194,10 +195,10 @@ class PretrainTask(Task):
     def loss(self, module: nn.Module, micro: Batch, share: float) -> MicroLoss:
         doc_ids = micro.doc_ids if self.cfg.doc_mask else None
         logits = module(micro.inputs, positions=micro.positions, doc_ids=doc_ids)
-        return MicroLoss(lm_loss(logits, micro.targets) * share, int(micro.targets.numel()))
+        return MicroLoss(self.lm_loss(logits, micro.targets) * share, int(micro.targets.numel()))
 
     def pipeline_loss(self, output: Tensor, target: Tensor) -> Tensor:
-        return lm_loss(output, target)
+        return self.lm_loss(output, target)
 
     def language_model(self) -> tuple[nn.Module, Any]:
         return self.model, self.tokenizer

@@ -232,6 +232,7 @@ class Trainer:
             param_dtype=self.compute_dtype if self.compute_dtype != torch.float32 else None,
             activation_checkpointing=self.cfg.activation_checkpointing,
             compile=self.cfg.compile,
+            compile_mode=self.cfg.compile_mode,
         )
 
     def frozen(self, model: nn.Module) -> nn.Module:
