@@ -11,9 +11,13 @@ request when the previous one is done):
 
 Both use the same engine settings, dtype and torch threads; outputs ignore end-of-turn
 (``ignore_eos``) so every request generates exactly ``max_tokens`` tokens on both sides,
-checked from the usage the server reports. Requests/s and p50/p95 latency (request sent →
-last token received) are printed side by side with the server overhead (in-process
-requests/s ÷ server requests/s − 1); the goal is ≤ 10 % at 64 clients. Beside wall time,
+checked from the usage the server reports. Both stream with the same ``--stream-interval``
+(the server's default unless given): the first token at once, then a chunk per that many
+tokens. Requests/s and p50/p95 latency (request sent → last token received) are printed side
+by side with the server overhead (in-process requests/s ÷ server requests/s − 1); the goal is
+≤ 10 % at 64 clients. So are time to first token (request sent → first text received) and
+inter-token latency (the gap between consecutive pieces of text a client receives, one per
+chunk), p50 and p99, as serving benchmarks report them. Beside wall time,
 each side's engine steps (equal when the server keeps its batch as full as the in-process
 loop) and CPU seconds (server process, in-process run, load generator) are printed: on a
 shared machine the CPU figures are the steadier comparison. The two sides run
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import socket
 import statistics
@@ -41,6 +46,7 @@ from pathlib import Path
 import httpx
 import psutil
 import torch
+from machine import describe
 from rich.console import Console
 from rich.table import Table
 
@@ -53,6 +59,7 @@ from hcx.model import ModelConfig, Transformer
 from hcx.model.hf import export_hf
 from hcx.model.load import load_model
 from hcx.paths import find_data_dir
+from hcx.serve.api import ApiConfig
 from hcx.tokenizer import train_tokenizer
 
 console = Console(width=130)
@@ -63,6 +70,8 @@ REPO = Path(__file__).resolve().parents[1]
 class Result:
     seconds: float
     latencies: list[float]
+    first_token: list[float]
+    inter_token: list[float]
     steps: int = 0
     cpu: float = 0.0
     client_cpu: float = 0.0
@@ -71,8 +80,11 @@ class Result:
     def requests_per_s(self) -> float:
         return len(self.latencies) / self.seconds
 
-    def quantile(self, q: float) -> float:
-        return statistics.quantiles(self.latencies, n=100, method="inclusive")[round(q * 100) - 1]
+    def quantile(self, q: float, of: str = "latencies") -> float:
+        values = getattr(self, of)
+        if len(values) < 2:
+            return values[0] if values else float("nan")
+        return statistics.quantiles(values, n=100, method="inclusive")[round(q * 100) - 1]
 
 
 def find_checkpoint(tmp: Path, data_dir: Path) -> Path:
@@ -93,35 +105,49 @@ def find_checkpoint(tmp: Path, data_dir: Path) -> Path:
     return export_hf(model, tmp / "hf", tokenizer_dir)
 
 
-async def closed_loop(clients: int, requests: int, send: Callable[[int], Awaitable[None]]) -> Result:
-    """``clients`` workers share ``requests`` requests, each sending its next when the last is done."""
-    latencies: list[float] = []
+async def closed_loop(clients: int, requests: int, send: Callable[[int], Awaitable[list[float]]]) -> Result:
+    """``clients`` workers share ``requests`` requests, each sending its next when the last is done.
+
+    ``send`` returns when each piece of text arrived (``time.perf_counter()``).
+    """
+    result = Result(0.0, [], [], [])
     next_request = iter(range(requests))
 
     async def worker() -> None:
         for index in next_request:
             started = time.perf_counter()
-            await send(index)
-            latencies.append(time.perf_counter() - started)
+            arrivals = await send(index)
+            result.latencies.append(time.perf_counter() - started)
+            result.first_token.append(arrivals[0] - started)
+            result.inter_token += [b - a for a, b in itertools.pairwise(arrivals)]
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
-    return Result(time.perf_counter() - started, latencies)
+    result.seconds = time.perf_counter() - started
+    return result
 
 
 def run_in_process(
-    engine: Engine, prompts: list[list[int]], max_tokens: int, clients: int, requests: int
+    engine: Engine,
+    prompts: list[list[int]],
+    max_tokens: int,
+    clients: int,
+    requests: int,
+    stream_interval: int,
 ) -> Result:
     params = SamplingParams(max_new_tokens=max_tokens, temperature=0.0, stop_token_ids=[])
 
     async def main() -> Result:
-        streams = AsyncEngine(engine)
+        streams = AsyncEngine(engine, stream_interval)
 
-        async def send(index: int) -> None:
-            tokens = 0
+        async def send(index: int) -> list[float]:
+            tokens, arrivals = 0, []
             async for delta in streams.stream(prompts[index % len(prompts)], params):
                 tokens += len(delta.token_ids)
+                if delta.text:
+                    arrivals.append(time.perf_counter())
             assert tokens == max_tokens
+            return arrivals
 
         try:
             return await closed_loop(clients, requests, send)
@@ -149,7 +175,8 @@ class Connection:
     async def open(cls, host: str, port: int) -> Connection:
         return cls(*await asyncio.open_connection(host, port))
 
-    async def post(self, path: str, body: bytes) -> bytes:
+    async def post(self, path: str, body: bytes, arrivals: list[float]) -> bytes:
+        """The response body; ``arrivals`` gets when each chunk with text (or the whole body) arrived."""
         head = f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
         self.writer.write(f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
         status = await self.reader.readline()
@@ -160,10 +187,15 @@ class Connection:
             name, _, value = line.decode().partition(":")
             headers[name.strip().lower()] = value.strip()
         if "content-length" in headers:
-            return await self.reader.readexactly(int(headers["content-length"]))
+            whole = await self.reader.readexactly(int(headers["content-length"]))
+            arrivals.append(time.perf_counter())
+            return whole
         chunks = []
         while size := int((await self.reader.readline()).strip(), 16):
-            chunks.append(await self.reader.readexactly(size))
+            chunk = await self.reader.readexactly(size)
+            if b'"content":"' in chunk and b'"content":""' not in chunk:
+                arrivals.append(time.perf_counter())
+            chunks.append(chunk)
             await self.reader.readexactly(2)
         await self.reader.readline()
         return b"".join(chunks)
@@ -209,11 +241,12 @@ def run_server(
         for _ in range(clients):
             idle.put_nowait(await Connection.open(address.host, address.port))
 
-        async def send(index: int) -> None:
-            connection = await idle.get()
-            body = await connection.post("/v1/chat/completions", bodies[index % len(bodies)])
+        async def send(index: int) -> list[float]:
+            connection, arrivals = await idle.get(), []
+            body = await connection.post("/v1/chat/completions", bodies[index % len(bodies)], arrivals)
             idle.put_nowait(connection)
             assert usage_of(body, stream)["completion_tokens"] == max_tokens
+            return arrivals
 
         try:
             return await closed_loop(clients, requests, send)
@@ -243,6 +276,7 @@ def start_server(checkpoint: Path, args: argparse.Namespace) -> tuple[subprocess
         port = sock.getsockname()[1]
     command = [sys.executable, "-m", "hcx.cli", "serve", str(checkpoint), "--port", str(port)]
     command += ["--max-batch", str(args.max_batch), "--device", args.device, "--dtype", args.dtype]
+    command += ["--stream-interval", str(args.stream_interval)]
     command += ["--set", f"threads={args.threads}", "--set", "log_level=warning"]
     process = subprocess.Popen(command, cwd=REPO)
     url = f"http://127.0.0.1:{port}"
@@ -274,6 +308,12 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--stream-interval",
+        type=int,
+        default=ApiConfig.model_fields["stream_interval"].default,
+        help="tokens per streamed chunk on both sides (default: the server's)",
+    )
     parser.add_argument("--no-stream", dest="stream", action="store_false", help="non-streaming requests")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -292,25 +332,30 @@ def main() -> None:
             strict=True,
         )
         lengths = sorted(map(len, prompts))
+        console.print(describe(device))
         console.print(
             f"model {checkpoint} ({model.cfg.num_params() / 1e6:.1f}M params, {args.device} {args.dtype}, "
             f"{args.threads} thread(s)); {len(prompts)} Korean chat prompts of {lengths[0]}-{lengths[-1]} "
             f"tokens (median {lengths[len(lengths) // 2]}), {args.max_tokens} tokens each, "
-            f"{'streaming' if args.stream else 'non-streaming'}"
+            f"{'streaming' if args.stream else 'non-streaming'}, stream interval {args.stream_interval}"
         )
         engine_cfg = EngineConfig(max_running=args.max_batch)
         process, url = start_server(checkpoint, args)
         server = psutil.Process(process.pid)
         try:
             run_server(server, url, list(messages), 4, 4, 8, args.stream)
-            run_in_process(Engine(model, tok, engine_cfg), list(prompts), 4, 4, 8)
+            run_in_process(Engine(model, tok, engine_cfg), list(prompts), 4, 4, 8, args.stream_interval)
             rows = []
             for clients in args.clients:
                 requests = max(16, args.requests_per_client * clients)
                 local, remote = [], []
                 for _ in range(args.repeats):
                     engine = Engine(model, tok, engine_cfg)
-                    local.append(run_in_process(engine, list(prompts), args.max_tokens, clients, requests))
+                    local.append(
+                        run_in_process(
+                            engine, list(prompts), args.max_tokens, clients, requests, args.stream_interval
+                        )
+                    )
                     remote.append(
                         run_server(
                             server, url, list(messages), args.max_tokens, clients, requests, args.stream
@@ -345,6 +390,16 @@ def main() -> None:
             f"{local.requests_per_s / remote.requests_per_s - 1:+.1%}",
         )
     console.print(table)
+    latency = Table(
+        title="time to first token and inter-token latency (ms; one gap per chunk of text received)"
+    )
+    for column in ["clients", "in-proc TTFT p50", "p99", "ITL p50", "p99"]:
+        latency.add_column(column, justify="right")
+    for column in ["server TTFT p50", "p99", "ITL p50", "p99"]:
+        latency.add_column(column, justify="right")
+    for clients, _, local, remote in rows:
+        latency.add_row(str(clients), *_token_latency(local), *_token_latency(remote))
+    console.print(latency)
     clients, requests, local, remote = rows[-1]
     tokens = requests * args.max_tokens
     overhead = local.requests_per_s / remote.requests_per_s - 1
@@ -356,6 +411,12 @@ def main() -> None:
         f"({remote.cpu / local.cpu - 1:+.0%}); engine steps {remote.steps} vs {local.steps} "
         f"(tokens per step {tokens / max(remote.steps, 1):.1f} vs {tokens / max(local.steps, 1):.1f})"
     )
+
+
+def _token_latency(result: Result) -> list[str]:
+    return [
+        f"{1000 * result.quantile(q, of):.1f}" for of in ("first_token", "inter_token") for q in (0.5, 0.99)
+    ]
 
 
 def _timing(result: Result) -> list[str]:

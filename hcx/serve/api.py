@@ -89,6 +89,7 @@ SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # A positive temperature or top_p below this is sampled as this (the same draw: the top token).
 # The sampler's float32 tensors round 5e-324 to 0, which then divides by zero or keeps no token.
 MIN_SAMPLING_SCALE = 1e-30
+STREAM_INTERVAL = 4
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
 
@@ -117,6 +118,14 @@ class ApiConfig(Section):
     )
     retry_after_s: int = Field(
         default=1, ge=1, description="the Retry-After (seconds) of a 429 for a full queue"
+    )
+    stream_interval: int = Field(
+        default=STREAM_INTERVAL,
+        ge=1,
+        description=(
+            "tokens per streamed chunk after the first (sent at once); the last chunk may have fewer. "
+            "Fewer frames cost the server less per token; the text they add up to is the same"
+        ),
     )
     max_json_depth: int = Field(
         default=64,
@@ -199,9 +208,11 @@ class RequestGate:
 class EventStreamResponse(StreamingResponse):
     """Server-sent events whose generator is closed (and its engine requests aborted) however it ends.
 
-    Starlette cancels the response when the client disconnects; the generator may then be
-    suspended at a ``yield`` rather than inside the engine, so close it explicitly. The
-    request's admission ticket is given back when the response is over, however it ends.
+    The response is cancelled when the client disconnects (watched as :func:`unless_disconnected`
+    does, on plain asyncio tasks: Starlette's own watch costs an anyio task group per response);
+    the generator may then be suspended at a ``yield`` rather than inside the engine, so close
+    it explicitly. The request's admission ticket is given back when the response is over,
+    however it ends.
     """
 
     media_type = "text/event-stream"
@@ -212,7 +223,8 @@ class EventStreamResponse(StreamingResponse):
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            with contextlib.suppress(ClientGone):
+                await unless_disconnected(receive, self.stream_response(send))
         finally:
             self.ticket.release()
 
@@ -221,15 +233,15 @@ class EventStreamResponse(StreamingResponse):
             await super().stream_response(send)
 
 
-async def _wait_for_disconnect(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
+async def _wait_for_disconnect(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
         pass
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
+async def unless_disconnected(receive: Receive, work: Awaitable[T]) -> T:
     """Await ``work``, cancelling it (which aborts its engine requests) if the client leaves first."""
     task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    watcher = asyncio.ensure_future(_wait_for_disconnect(receive))
     try:
         await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
     except asyncio.CancelledError:
@@ -289,7 +301,7 @@ class OpenAIServer:
             raise ValueError("the server needs an engine with a tokenizer (chat template, text)")
         self.engine = engine
         self.tokenizer: Tokenizer = engine.tokenizer
-        self.streams = AsyncEngine(engine)
+        self.streams = AsyncEngine(engine, config.stream_interval)
         self.config = config
         self.context_length = engine.model.cfg.max_seq_len
         self.texts = TokenTexts(self.tokenizer)
@@ -485,7 +497,7 @@ class OpenAIServer:
         body: ChatCompletionRequest,
     ) -> Response:
         model = self.config.served_name
-        results = await unless_disconnected(request, asyncio.gather(*(_collect(s) for s in streams)))
+        results = await unless_disconnected(request.receive, asyncio.gather(*(_collect(s) for s in streams)))
         choices = [self._chat_choice(i, result, body) for i, result in enumerate(results)]
         tokens = sum(len(r.token_ids) for r in results)
         return json_response(chat_completion(id_, created, model, choices, usage(prompt_tokens, tokens)))
@@ -511,53 +523,63 @@ class OpenAIServer:
         prompt_tokens: int,
         body: ChatCompletionRequest,
     ) -> AsyncIterator[bytes]:
+        """The SSE frames of a chat stream, those of one delta written together: the last delta's
+        frames go out with the usage and ``[DONE]``."""
         model = self.config.served_name
-        for index in range(len(streams)):
-            yield sse(chat_chunk(id_, created, model, {"role": "assistant", "content": ""}, index=index))
         tool_streams = [ToolCallStream() for _ in streams] if body.uses_tools else None
         called = [0] * len(streams)
-        tokens = 0
+
+        def frames(index: int, delta: Delta) -> list[bytes]:
+            logprobs = (
+                chat_logprobs(self.texts, delta.token_ids, delta.logprobs, delta.top_logprobs)
+                if body.logprobs
+                else None
+            )
+            out = []
+            if tool_streams is None:
+                if delta.text or logprobs:
+                    out.append(
+                        sse(chat_chunk(id_, created, model, {"content": delta.text}, None, index, logprobs))
+                    )
+            else:
+                stream = tool_streams[index]
+                for event in [*stream.push(delta.text), *(stream.finish() if delta.finished else [])]:
+                    if isinstance(event, ToolCall):
+                        message = {"tool_calls": [{"index": called[index], **event.to_openai()}]}
+                        called[index] += 1
+                    else:
+                        message = {"content": event}
+                    out.append(sse(chat_chunk(id_, created, model, message, None, index, logprobs)))
+                    logprobs = None
+                if logprobs:
+                    out.append(sse(chat_chunk(id_, created, model, {"content": ""}, None, index, logprobs)))
+            if delta.finished:
+                finish = (
+                    "tool_calls" if called[index] and delta.finish_reason == "stop" else delta.finish_reason
+                )
+                out.append(sse(chat_chunk(id_, created, model, {}, finish, index)))
+            return out
+
+        role = {"role": "assistant", "content": ""}
+        yield b"".join(sse(chat_chunk(id_, created, model, role, index=i)) for i in range(len(streams)))
+        tokens, unfinished, last = 0, len(streams), []
         async with contextlib.aclosing(merged(streams)) as deltas:
             try:
                 async for index, delta in deltas:
                     tokens += len(delta.token_ids)
-                    logprobs = (
-                        chat_logprobs(self.texts, delta.token_ids, delta.logprobs, delta.top_logprobs)
-                        if body.logprobs
-                        else None
-                    )
-                    if tool_streams is None:
-                        if delta.text or logprobs:
-                            chunk = chat_chunk(
-                                id_, created, model, {"content": delta.text}, None, index, logprobs
-                            )
-                            yield sse(chunk)
-                    else:
-                        stream = tool_streams[index]
-                        events = [*stream.push(delta.text), *(stream.finish() if delta.finished else [])]
-                        for event in events:
-                            if isinstance(event, ToolCall):
-                                message = {"tool_calls": [{"index": called[index], **event.to_openai()}]}
-                                called[index] += 1
-                            else:
-                                message = {"content": event}
-                            yield sse(chat_chunk(id_, created, model, message, None, index, logprobs))
-                            logprobs = None
-                        if logprobs:
-                            yield sse(chat_chunk(id_, created, model, {"content": ""}, None, index, logprobs))
-                    if delta.finished:
-                        finish = (
-                            "tool_calls"
-                            if called[index] and delta.finish_reason == "stop"
-                            else delta.finish_reason
-                        )
-                        yield sse(chat_chunk(id_, created, model, {}, finish, index))
+                    unfinished -= delta.finished
+                    out = frames(index, delta)
+                    if not unfinished:
+                        last = out
+                    elif out:
+                        yield b"".join(out)
             except Exception as error:
                 yield sse(error_body(f"generation failed: {error}", "server_error"))
                 return
         if body.include_usage:
-            yield sse(usage_chunk(id_, created, model, "chat.completion.chunk", usage(prompt_tokens, tokens)))
-        yield SSE_DONE
+            chunk = usage_chunk(id_, created, model, "chat.completion.chunk", usage(prompt_tokens, tokens))
+            last.append(sse(chunk))
+        yield b"".join([*last, SSE_DONE])
 
     # --- text completions ---------------------------------------------------------------
     async def complete(self, request: Request, body: CompletionRequest) -> Response:
@@ -593,7 +615,9 @@ class OpenAIServer:
             events = self._completion_events(streams, id_, created, prompt_tokens, body, unscored, echoed)
             return EventStreamResponse(events, ticket, headers=SSE_HEADERS)
         try:
-            results = await unless_disconnected(request, asyncio.gather(*(_collect(s) for s in streams)))
+            results = await unless_disconnected(
+                request.receive, asyncio.gather(*(_collect(s) for s in streams))
+            )
         finally:
             ticket.release()
         choices = []
@@ -636,14 +660,16 @@ class OpenAIServer:
         unscored: list[list[int]],
         echoed: list[str],
     ) -> AsyncIterator[bytes]:
+        """The SSE frames of a text completion stream; the last one goes out with the usage and ``[DONE]``."""
         model = self.config.served_name
-        tokens = 0
+        tokens, unfinished, last = 0, len(streams), []
         started = [False] * len(streams)
         offsets = [0] * len(streams)
         async with contextlib.aclosing(merged(streams)) as deltas:
             try:
                 async for index, delta in deltas:
                     tokens += len(delta.token_ids)
+                    unfinished -= delta.finished
                     which = index // body.n
                     text = delta.text
                     if not started[index]:
@@ -660,13 +686,19 @@ class OpenAIServer:
                         offsets[index] += sum(map(len, logprobs["tokens"]))
                     if text or delta.finished or logprobs:
                         choice = text_choice(index, text, delta.finish_reason, logprobs)
-                        yield sse(text_completion(id_, created, model, [choice], None))
+                        frame = sse(text_completion(id_, created, model, [choice], None))
+                        if not unfinished:
+                            last.append(frame)
+                        else:
+                            yield frame
             except Exception as error:
                 yield sse(error_body(f"generation failed: {error}", "server_error"))
                 return
         if body.include_usage:
-            yield sse(usage_chunk(id_, created, model, "text_completion", usage(prompt_tokens, tokens)))
-        yield SSE_DONE
+            last.append(
+                sse(usage_chunk(id_, created, model, "text_completion", usage(prompt_tokens, tokens)))
+            )
+        yield b"".join([*last, SSE_DONE])
 
     def health(self) -> dict[str, Any]:
         """Liveness plus the batch state (what a load balancer or a test watches)."""

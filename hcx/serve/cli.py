@@ -29,7 +29,10 @@ def serve(
     tokenizer: Annotated[Path | None, typer.Option(help="hcx tokenizer dir, if not in CHECKPOINT")] = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = "auto",
     dtype: Annotated[
-        str, typer.Option(help="auto (bfloat16 on GPU, float32 on CPU), float32, bfloat16, ...")
+        str,
+        typer.Option(
+            help="auto (bfloat16 where the GPU or CPU computes it natively, else float32), float32, bfloat16, ..."
+        ),
     ] = "auto",
     quantize: Annotated[
         str,
@@ -37,6 +40,13 @@ def serve(
             help="none or int8: weight-only int8 linear layers (fastest on CPU with --dtype bfloat16)"
         ),
     ] = "none",
+    stream_interval: Annotated[
+        int | None,
+        typer.Option(
+            help="tokens per streamed chunk after the first (default: api.stream_interval's); "
+            "more: fewer frames, less server work per token"
+        ),
+    ] = None,
     overrides: Annotated[
         list[str] | None,
         typer.Option(
@@ -55,7 +65,11 @@ def serve(
         "device": device,
         "dtype": dtype,
         "quantize": quantize,
-        "api": {"served_name": served_name or str(checkpoint), "api_key": api_key},
+        "api": {
+            "served_name": served_name or str(checkpoint),
+            "api_key": api_key,
+            **({"stream_interval": stream_interval} if stream_interval is not None else {}),
+        },
         "engine": {"max_running": max_batch},
     }
     try:

@@ -37,7 +37,8 @@ class ServeConfig(Section):
     port: int = Field(default=8000, ge=0, le=65535)
     device: str = Field(default="auto", description="auto: cuda when available, else cpu")
     dtype: Literal["auto", "float32", "bfloat16", "float16", "float64"] = Field(
-        default="auto", description="auto: bfloat16 where the device computes it natively (SPEC §3), else float32"
+        default="auto",
+        description="auto: bfloat16 where the device computes it natively (SPEC §3), else float32",
     )
     quantize: Quantization = Field(
         default="none", description="int8: weight-only int8 linear layers (hcx.infer.quantize)"

@@ -12,13 +12,16 @@ from hcx.infer.engine import Engine
 from hcx.infer.sampling import SamplingParams
 
 
-def test_streams_add_up_to_the_batch_outputs(model, tok, korean_prompts):
+@pytest.mark.parametrize("stream_interval", [1, 3])
+def test_streams_add_up_to_the_batch_outputs(model, tok, korean_prompts, stream_interval):
+    """Whatever the stream interval: the first token at once, then deltas of that many tokens
+    (the last one may have fewer), adding up to the batch result, log-probabilities included."""
     prompts = korean_prompts[14:18]
     params = [SamplingParams(temperature=0.0, max_new_tokens=4 + 3 * i, stop_token_ids=[]) for i in range(4)]
     expected = Engine(model, tok).generate(prompts, params)
 
     async def run():
-        server = AsyncEngine(Engine(model, tok, EngineConfig(max_running=2)))
+        server = AsyncEngine(Engine(model, tok, EngineConfig(max_running=2)), stream_interval)
 
         async def one(prompt, sp):
             return [delta async for delta in server.stream(prompt, sp)]
@@ -31,10 +34,15 @@ def test_streams_add_up_to_the_batch_outputs(model, tok, korean_prompts):
     streams, whole = asyncio.run(run())
     for deltas, want in zip(streams, expected, strict=True):
         assert [t for d in deltas for t in d.token_ids] == want.token_ids
+        assert [lp for d in deltas for lp in d.logprobs] == pytest.approx(want.logprobs, rel=1e-9)
         assert "".join(d.text for d in deltas) == want.text
         assert [d.finish_reason for d in deltas][-1] == "length"
         assert all(d.finish_reason is None for d in deltas[:-1])
+        sizes = [len(d.token_ids) for d in deltas]
+        assert sizes[0] == 1 and all(size == stream_interval for size in sizes[1:-1])
+        assert 1 <= sizes[-1] <= stream_interval
     assert whole.token_ids == expected[0].token_ids and whole.text == expected[0].text
+    assert whole.logprobs == pytest.approx(expected[0].logprobs, rel=1e-9)
 
 
 def test_cancelling_a_stream_frees_its_slot_and_blocks(model, tok, korean_prompts):

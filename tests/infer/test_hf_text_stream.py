@@ -41,6 +41,33 @@ def test_streamed_text_equals_the_whole_decode(tokenizers, answers, name) -> Non
         assert streamed == stream.text == tokenizer.decode(ids)
 
 
+@pytest.mark.parametrize("name", ["mistral", "polyglot"])
+def test_streamed_text_stops_where_the_whole_decode_has_the_stop_string(tokenizers, answers, name) -> None:
+    """Stop strings of Korean text, Hangul syllables split across byte-level tokens included: what is
+    released never shows U+FFFD or text past the stop, and adds up to the whole decode cut there."""
+    tokenizer = tokenizers[name]
+    stopped = 0
+    for answer in answers:
+        ids = tokenizer.encode(" " + answer)
+        whole = tokenizer.decode(ids)
+        stop = whole[len(whole) // 2 : len(whole) // 2 + 3]
+        if not stop.strip():
+            continue
+        cut = whole[: whole.index(stop)]
+        stream, released = TextStream(tokenizer, stop=[stop, "\n\n\n\n"]), ""
+        for token in ids:
+            hit = stream.push(token)
+            piece = stream.release(final=hit)
+            assert "\ufffd" not in piece
+            released += piece
+            assert cut.startswith(released)
+            if hit:
+                break
+        assert stream.stopped_by == stop and released == stream.text == cut
+        stopped += 1
+    assert stopped >= len(answers) // 2
+
+
 def test_metaspace_tokens_keep_their_spaces(tokenizers) -> None:
     """Decoded one by one, Mistral's ``▁word`` tokens lose their space; the stream keeps it."""
     tokenizer = tokenizers["mistral"]

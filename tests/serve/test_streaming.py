@@ -13,8 +13,10 @@ from pathlib import Path
 
 import httpx
 
+from hcx.infer.config import EngineConfig
 from hcx.infer.sampling import SamplingParams
-from tests.serve.live_server import API_KEY, SERVED_NAME, LiveServer
+from hcx.serve.api import ApiConfig
+from tests.serve.live_server import API_KEY, MAX_TOKENS, SERVED_NAME, LiveServer, running_server
 
 
 def test_chat_stream_reassembles_to_the_whole_answer(live_server: LiveServer, korean_turns):
@@ -86,6 +88,35 @@ def test_completion_stream_of_several_prompts_with_a_stop_string(live_server: Li
     assert finish[1] == "stop"
 
 
+def test_any_stream_interval_streams_the_same_answers(
+    live_server: LiveServer, served_model_dir: Path, korean_turns
+):
+    """Chunks of the default interval and of one token add up to the same text and log-probabilities,
+    which are the non-streamed answer's and the in-process engine's (a stop string included)."""
+    assert live_server.api.config.stream_interval > 1, "the default server sends several tokens a chunk"
+    messages = [{"role": "user", "content": korean_turns[14]}]
+    want = live_server.expected(live_server.chat_ids(messages), max_new_tokens=40, temperature=0.0)
+    stop = want.text[20:22]
+    want = live_server.expected(
+        live_server.chat_ids(messages), max_new_tokens=40, temperature=0.0, stop=[stop]
+    )
+    request = {"model": SERVED_NAME, "messages": messages, "max_tokens": 40, "temperature": 0, "stop": stop}
+    request |= {"logprobs": True, "top_logprobs": 2}
+    whole = live_server.client().chat.completions.create(**request)
+    assert whole.choices[0].message.content == want.text and whole.choices[0].finish_reason == "stop"
+    engine_config = EngineConfig(max_running=4, num_blocks=256, block_size=16)
+    api_config = ApiConfig(served_name=SERVED_NAME, api_key=API_KEY, max_tokens=MAX_TOKENS, stream_interval=1)
+    with running_server(served_model_dir, engine_config, api_config) as one_token:
+        chunked = list(live_server.client().chat.completions.create(**request, stream=True))
+        single = list(one_token.client().chat.completions.create(**request, stream=True))
+    for chunks in (chunked, single):
+        assert "".join(c.choices[0].delta.content or "" for c in chunks) == want.text
+        scored = [t for c in chunks if c.choices[0].logprobs for t in c.choices[0].logprobs.content]
+        assert scored == whole.choices[0].logprobs.content
+        assert chunks[-1].choices[0].finish_reason == "stop"
+    assert len(chunked) < len(single) == len(want.token_ids) + 2, "a role chunk, one per token, the finish"
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -98,7 +129,7 @@ def test_sigterm_lets_the_running_stream_finish_then_exits(
     """`hcx serve` as users run it: SIGTERM mid-stream stops new connections, the stream completes."""
     port = _free_port()
     log = tmp_path / "serve.log"
-    options = ["--served-name", "tiny", "--dtype", "float32", "--set", "threads=1"]
+    options = ["--served-name", "tiny", "--dtype", "float32", "--stream-interval", "3", "--set", "threads=1"]
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "hcx.cli", "serve", str(served_model_dir), "--port", str(port), *options],
