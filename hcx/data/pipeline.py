@@ -242,8 +242,16 @@ def _check_fingerprint(config: DataConfig, fresh: bool) -> None:
     path.write_text(current)
 
 
-def build_corpus(config: DataConfig, fresh: bool = False, console: Console | None = None) -> Path:
-    """Run every stage with the configured executor; returns the output directory."""
+def build_corpus(
+    config: DataConfig,
+    fresh: bool = False,
+    console: Console | None = None,
+    stage_seconds: dict[str, float] | None = None,
+) -> Path:
+    """Run every stage with the configured executor; returns the output directory.
+
+    ``stage_seconds``, if given, receives the wall seconds of each stage run here (local and Ray).
+    """
     console = console or Console(stderr=True)
     if not config.sources:
         raise ValueError("data.sources is empty: the recipe names no input")
@@ -263,5 +271,8 @@ def build_corpus(config: DataConfig, fresh: bool = False, console: Console | Non
         console.rule(f"[bold]stage {i}/{len(stages)}: {stage.name} ({stage.tasks} tasks)")
         start = time.perf_counter()
         executor.run()
-        console.print(f"[dim]{stage.name}: {time.perf_counter() - start:.1f} s")
+        seconds = time.perf_counter() - start
+        console.print(f"[dim]{stage.name}: {seconds:.1f} s")
+        if stage_seconds is not None:
+            stage_seconds[stage.name] = seconds
     return config.output_path

@@ -6,9 +6,9 @@ these plug straight into its Gopher/FineWeb filters:
 - Korean: Kiwi morphemes. An eojeol (space-separated unit) such as ``형태소를`` is one
   English-style "word" but two morphemes (``형태소`` + ``를``); counting morphemes gives
   Korean documents meaningful word counts, lengths, stop words (particles) and n-grams.
-  Kiwi is slow per call, so each distinct eojeol is analysed once and cached: Korean
-  vocabulary is Zipfian, which keeps Kiwi off the critical path (see
-  ``benchmarks/corpus_throughput.py``).
+  Kiwi costs ~150 µs of CPU per eojeol, so each distinct eojeol is analysed once and cached
+  (on the benchmark's Korean sample: 170k eojeols, 80k distinct). Kiwi is still most of what
+  Korean costs beyond English (see ``benchmarks/corpus_throughput.py`` and docs/data.md).
 - Other languages: Unicode word runs; Han/Kana characters count as one word each, since
   Chinese and Japanese are written without spaces.
 
@@ -67,6 +67,10 @@ def _surface_morphemes(eojeol: str, tokens) -> tuple[str, ...]:
     return tuple(pieces)
 
 
+def _words_only(pieces: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(p for p in pieces if any(ch.isalnum() for ch in p))
+
+
 class KiwiWordTokenizer(WordTokenizer):
     """Kiwi morphemes, analysed per eojeol with an LRU cache (pickles without the Kiwi model)."""
 
@@ -91,25 +95,28 @@ class KiwiWordTokenizer(WordTokenizer):
             self._kiwi = Kiwi(model_type=self.model_type, num_workers=1)
         return self._kiwi
 
-    def _analyse(self, eojeols: list[str]) -> None:
-        """Kiwi for eojeols with Hangul; numbers, Latin words and symbols need no morphology."""
+    def _analyse(self, eojeols: set[str]) -> None:
+        """Kiwi for eojeols with Hangul; numbers, Latin words and symbols need no morphology.
+
+        The cache holds each eojeol's words already stripped of punctuation-only pieces, so a
+        cached document costs one lookup per eojeol.
+        """
         korean = [e for e in eojeols if _HANGUL.search(e)]
-        for eojeol in eojeols:
-            self._cache[eojeol] = tuple(_WORD.findall(eojeol)) or (eojeol,)
+        for eojeol in eojeols.difference(korean):
+            self._cache[eojeol] = _words_only(tuple(_WORD.findall(eojeol)) or (eojeol,))
         for eojeol, tokens in zip(korean, self.kiwi.tokenize(korean), strict=True):
-            self._cache[eojeol] = _surface_morphemes(eojeol, tokens) or (eojeol,)
+            self._cache[eojeol] = _words_only(_surface_morphemes(eojeol, tokens) or (eojeol,))
 
     def word_tokenize(self, text: str) -> list[str]:
         eojeols = text.split()
-        distinct = set(eojeols)
-        missing = [e for e in distinct if e not in self._cache]
-        if len(self._cache) + len(missing) > self.cache_size:
-            self._cache.clear()
-            missing = list(distinct)
+        missing = set(eojeols).difference(self._cache)
         if missing:
+            if len(self._cache) + len(missing) > self.cache_size:
+                self._cache.clear()
+                missing = set(eojeols)
             self._analyse(missing)
         cache = self._cache
-        return [m for e in eojeols for m in cache[e] if any(ch.isalnum() for ch in m)]
+        return [m for e in eojeols for m in cache[e]]
 
     def sent_tokenize(self, text: str) -> list[str]:
         return _sentences(text)

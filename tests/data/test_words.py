@@ -3,8 +3,30 @@
 from __future__ import annotations
 
 import pickle
+import re
 
 from hcx.data.words import KiwiWordTokenizer, UnicodeWordTokenizer, word_tokenizer_for
+
+from .conftest import real_record
+
+
+def kiwi_words_one_eojeol_at_a_time(kiwi, text: str) -> list[str]:
+    """The reference: Kiwi on each eojeol alone, no cache, punctuation-only pieces dropped last."""
+    words = []
+    for eojeol in text.split():
+        if re.search("[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]", eojeol):
+            pieces, end = [], 0
+            for token in kiwi.tokenize(eojeol):
+                if token.start >= end:
+                    pieces.append(eojeol[token.start : token.end])
+                    end = token.end
+        else:
+            pieces = re.findall(
+                r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]|[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+",
+                eojeol,
+            )
+        words += [p for p in pieces or [eojeol] if any(ch.isalnum() for ch in p)]
+    return words
 
 
 def test_korean_words_are_kiwi_morphemes_not_eojeols():
@@ -26,6 +48,17 @@ def test_kiwi_cache_gives_the_same_words_as_an_empty_cache():
     warm = tokenizer.word_tokenize(text)
     tokenizer._cache.clear()
     assert tokenizer.word_tokenize(text) == warm
+
+
+def test_cached_words_equal_kiwi_on_each_eojeol_of_real_text(data_dir):
+    """Korean with digits, Latin, brackets, quotes and ranges (1989년, (폭력행위...)으로, 18일~20일)."""
+    tokenizer = KiwiWordTokenizer()
+    tokenizer._kiwi = word_tokenizer_for("ko").kiwi
+    for record_id in ("KorQuAD_v1.0_dev.json:임종석#0", "KorQuAD_v1.0_dev.json:임종석#1"):
+        text = real_record(data_dir, "ko", "korquad_v1_dev_contexts", record_id)["text"][:600]
+        expected = kiwi_words_one_eojeol_at_a_time(tokenizer.kiwi, text)
+        assert tokenizer.word_tokenize(text) == expected
+        assert tokenizer.word_tokenize(text) == expected  # now from the cache
 
 
 def test_kiwi_cache_is_bounded():
