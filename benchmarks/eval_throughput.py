@@ -9,6 +9,8 @@ equal; they are printed side by side with requests/s and the ratio. Only the
 ``loglikelihood`` call is timed (requests are built once, outside the clock), ``--repeats``
 times each, interleaved, best kept: other jobs share the machine. ``--tasks`` adds others,
 e.g. ``hcx_arc_challenge`` (25-shot, multi-token choices: the case ``hf`` does not share).
+Both backends run in ``--dtype`` (float32 by default, where scores must be identical); the
+engine's prefix-cache hit rate is printed with the machine and its threads.
 
     .venv/bin/python benchmarks/eval_throughput.py --limit 60
     .venv/bin/python benchmarks/eval_throughput.py --model runs/tiny/sft/hf --device cuda
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -87,6 +90,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="hf backend batch size")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", default="float32", help="both backends' dtype (float32, bfloat16)")
     args = parser.parse_args()
     console = Console()
     torch.manual_seed(0)
@@ -100,26 +104,33 @@ def main() -> None:
         else:
             model_dir = args.model
         context = json.loads((model_dir / "config.json").read_text())["max_position_embeddings"]
-        ours = HcxLM(pretrained=str(model_dir), device=args.device)
+        ours = HcxLM(pretrained=str(model_dir), device=args.device, dtype=args.dtype)
         theirs = HFLM(
             pretrained=str(model_dir),
             device=args.device,
             batch_size=args.batch_size,
             max_length=ours.max_length,
-            dtype="float32",
+            dtype=args.dtype,
         )
         requests = build_requests(args.tasks.split(","), args.limit)
         instances = [i for _, batch in requests.values() for i in batch]
         console.print(
-            f"model {model_dir} (context {context}), {len(instances)} loglikelihood requests from {', '.join(requests)}"
+            f"model {model_dir} (context {context}, {args.dtype}), {len(instances)} loglikelihood "
+            f"requests from {', '.join(requests)}; {cpu_model()}, {torch.get_num_threads()} torch threads"
         )
         timings: dict[str, float] = {"hcx": float("inf"), "hf": float("inf")}
         results: dict[str, list[tuple[float, bool]]] = {}
+        hit_rates = []
         for _ in range(args.repeats):
             for name, lm in (("hcx", ours), ("hf", theirs)):
+                ours.engine.forget_cached_prefixes()  # each repeat starts from an empty cache
+                hits, queried = ours.prefix_cache_counts
                 start = time.perf_counter()
                 results[name] = lm.loglikelihood(instances, disable_tqdm=True)
                 timings[name] = min(timings[name], time.perf_counter() - start)
+                if name == "hcx":
+                    after = ours.prefix_cache_counts
+                    hit_rates.append((after[0] - hits) / max(1, after[1] - queried))
     table = Table(title="log-likelihood evaluation: hcx backend vs lm-eval hf")
     table.add_column("backend")
     table.add_column("requests/s", justify="right")
@@ -138,7 +149,22 @@ def main() -> None:
     console.print(table)
     worst = max(abs(a[0] - b[0]) for a, b in zip(results["hcx"], results["hf"], strict=True))
     console.print(f"largest log-likelihood difference: {worst:.2e}")
+    console.print(f"hcx prefix-cache hit rate: {100 * hit_rates[-1]:.1f} % of admitted tokens")
     console.print(f"speed-up hcx / hf: {timings['hf'] / timings['hcx']:.2f}x")
+
+
+def cpu_model() -> str:
+    """The CPU's model name and logical cores (Linux), else what ``platform`` knows."""
+    import os
+
+    name = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    return f"{name}, {os.cpu_count()} logical cores"
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """lm-eval model backend ``hcx``: our checkpoints on our inference engine (SPEC §6).
 
-Closed-ended tasks go through :meth:`hcx.infer.engine.Engine.score` (length-sorted padded
-batches, logits only at continuation positions), open-ended ones through
-:meth:`Engine.generate` (continuous batching, stop strings). Registered with lm-eval as
+Closed-ended tasks go through :meth:`hcx.infer.engine.Engine.score` (scoring requests on the
+paged cache, logits only at continuation positions, shared prefixes computed once through the
+automatic prefix cache), open-ended ones through :meth:`Engine.generate` (continuous
+batching, stop strings). Registered with lm-eval as
 ``hcx`` when this module is imported, which :mod:`hcx.eval` and ``python -m hcx.eval`` do.
 
 Context/continuation split (lm-eval issues #1053, #1297): lm-eval's :class:`TemplateLM`
@@ -32,7 +33,6 @@ from lm_eval.models.utils import handle_stop_sequences, normalize_gen_kwargs
 from lm_eval.utils import get_rolling_token_windows, make_disjoint_window
 from tqdm import tqdm
 
-from hcx.eval.shared_context import next_token_logprobs, score_choices
 from hcx.infer.config import EngineConfig
 from hcx.infer.engine import Engine
 from hcx.infer.sampling import SamplingParams
@@ -40,6 +40,8 @@ from hcx.model.transformer import Transformer
 from hcx.tokenizer import Tokenizer, load
 
 Pair = tuple[tuple[str, str], list[int], list[int]]
+SCORE_CHUNK = 512
+"""Pairs handed to the engine at once (a progress-bar tick; cached prefixes outlive a chunk)."""
 log = logging.getLogger(__name__)
 
 
@@ -58,9 +60,9 @@ class HcxLM(TemplateLM):
 
     ``lm_eval --model hcx --model_args pretrained=DIR`` loads an HF-format export; in Python
     pass ``model=`` and ``tokenizer=`` (a :class:`Tokenizer` or its directory) instead.
-    The engine batches by ``score_batch_tokens`` padded tokens; ``batch_size`` is only how
-    many requests (at least 64) are handed to it at once, so lm-eval's CLI default of 1 does
-    not serialise the work.
+    The engine computes up to ``score_batch_tokens`` tokens a step when scoring; ``batch_size``
+    is only how many generation requests (at least 64) are handed to it at once, so lm-eval's
+    CLI default of 1 does not serialise the work.
     """
 
     def __init__(
@@ -100,10 +102,16 @@ class HcxLM(TemplateLM):
             self.tokenizer_hcx,
             EngineConfig(
                 score_batch_tokens=int(score_batch_tokens),
-                num_blocks=max(1024, 4 * -(-context // 16)),
+                num_blocks=max(1024, 4 * -(-max(context, int(score_batch_tokens)) // 16)),
                 max_running=max(self.batch_size, 1),
+                max_step_tokens=int(score_batch_tokens),
             ),
         )
+
+    @property
+    def prefix_cache_counts(self) -> tuple[int, int]:
+        """Tokens whose keys and values came from the prefix cache, and all tokens the engine admitted."""
+        return self.engine.scheduler.num_prefix_hits, self.engine.scheduler.num_prefix_queried
 
     @property
     def eot_token_id(self) -> int:
@@ -146,50 +154,34 @@ class HcxLM(TemplateLM):
     ) -> list[tuple[float, bool]]:
         """Scores of (context, continuation) token pairs, in request order.
 
-        Pairs are grouped by their (windowed) context so each context runs once
-        (:mod:`hcx.eval.shared_context`): one-token continuations read the distribution after
-        it (the A/B/C/D of KMMLU, MMLU, CLIcK), several longer ones share its cached keys and
-        values; a context with one continuation goes to :meth:`Engine.score`.
+        Pairs with the same (windowed) context go to the engine together, longest contexts first:
+        the first computes the context, the others find it in the prefix cache (the A/B/C/D of
+        KMMLU, MMLU, CLIcK read the same context; ARC's longer choices run only their own tokens
+        and the context's last partial cache block), as do later items with the same few shots.
         """
         windows = [self._window(context, continuation) for _, context, continuation in requests]
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        single: dict[tuple[int, ...], list[int]] = {}
-        shared: dict[tuple[int, ...], list[int]] = {}
-        for i, (context, continuation) in enumerate(windows):
-            (single if len(continuation) == 1 else shared).setdefault(tuple(context), []).append(i)
-        alone = [group[0] for group in shared.values() if len(group) == 1]
-        groups = [group for group in shared.values() if len(group) > 1]
         with tqdm(total=len(requests), desc="hcx loglikelihood", disable=disable_tqdm) as bar:
-            contexts = sorted(single, key=len, reverse=True)
-            for start in range(0, len(contexts), self.batch_size):
-                chunk = contexts[start : start + self.batch_size]
-                budget = self.engine.cfg.score_batch_tokens
-                for context, logprobs in zip(
-                    chunk, next_token_logprobs(self.model, chunk, budget), strict=True
-                ):
-                    best = int(logprobs.argmax())
-                    for i in single[context]:
-                        target = windows[i][1][0]
-                        results[i] = (float(logprobs[target]), target == best)
-                    bar.update(len(single[context]))
-            for group in groups:
-                scored = score_choices(self.model, windows[group[0]][0], [windows[i][1] for i in group])
-                for i, result in zip(group, scored, strict=True):
-                    results[i] = result
-                bar.update(len(group))
-            self._score_each(windows, alone, results, bar)
+            self._score_each(windows, self._by_context(windows), results, bar)
         for request, result in zip(requests, results, strict=True):
             if request[0] is not None:
                 self.cache_hook.add_partial("loglikelihood", request[0], result)
         return results  # type: ignore[return-value]
 
+    @staticmethod
+    def _by_context(windows: list[tuple[list[int], list[int]]]) -> list[int]:
+        """Indices of ``windows``, those with the same context together, longest contexts first."""
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for i, (context, _) in enumerate(windows):
+            groups.setdefault(tuple(context), []).append(i)
+        return [i for key in sorted(groups, key=len, reverse=True) for i in groups[key]]
+
     def _score_each(
         self, windows: list[tuple[list[int], list[int]]], indices: list[int], results: list, bar: tqdm
     ) -> None:
-        """``results[i]`` for each of ``indices``: its window scored by :meth:`Engine.score`, longest first."""
-        indices = sorted(indices, key=lambda i: -sum(map(len, windows[i])))
-        for start in range(0, len(indices), self.batch_size):
-            chunk = indices[start : start + self.batch_size]
+        """``results[i]`` for each of ``indices``: its window scored by :meth:`Engine.score`, in that order."""
+        for start in range(0, len(indices), SCORE_CHUNK):
+            chunk = indices[start : start + SCORE_CHUNK]
             scores = self.engine.score([windows[i][0] for i in chunk], [windows[i][1] for i in chunk])
             for i, score in zip(chunk, scores, strict=True):
                 results[i] = (score.total, score.greedy)
@@ -216,7 +208,9 @@ class HcxLM(TemplateLM):
                 owners.append(index)
         results: list[tuple[float, bool] | None] = [None] * len(windows)
         with tqdm(total=len(windows), desc="hcx loglikelihood_rolling", disable=disable_tqdm) as bar:
-            self._score_each(windows, list(range(len(windows))), results, bar)
+            self._score_each(
+                windows, sorted(range(len(windows)), key=lambda i: -len(windows[i][0])), results, bar
+            )
         totals = [0.0] * len(requests)
         for owner, (logprob, _) in zip(owners, results, strict=True):  # type: ignore[misc]
             totals[owner] += logprob

@@ -149,6 +149,9 @@ class EvalReport:
     stderrs: dict[str, float | None] = field(default_factory=dict)
     category_stderrs: dict[str, float | None] = field(default_factory=dict)
     overall_stderr: float | None = None
+    prefix_cache_hit_rates: dict[str, float] = field(default_factory=dict)
+    """Per task on the hcx engine: share of the tokens it scored or generated whose keys and
+    values came from the prefix cache (the few shots, the question shared by the choices)."""
 
     @classmethod
     def build(
@@ -219,6 +222,9 @@ class EvalReport:
                 f"| {task} | {self.task_categories[task]} | {self.headline_metrics[task]} | "
                 f"{with_stderr(self.scores[task], self.stderrs.get(task))} | {self.samples.get(task, '')} |"
             )
+        if self.prefix_cache_hit_rates:
+            rates = ", ".join(f"{t} {100 * r:.1f} %" for t, r in sorted(self.prefix_cache_hit_rates.items()))
+            lines += ["", f"Prefix cache (tokens whose keys and values were reused): {rates}."]
         if self.notes:
             lines += ["", "Scorers:", ""]
             lines += [f"- {name}: {value}" for name, value in sorted(self.notes.items())]

@@ -76,6 +76,8 @@ def checkpoint_fingerprint(path: str | Path) -> str:
 
 
 def _run_task(lm: LM, entry: SuiteTask, manager: TaskManager, limit: int | None) -> dict[str, Any]:
+    """One task's metrics, item count, shot counts and (on the hcx engine) prefix-cache hit rate."""
+    before = getattr(lm, "prefix_cache_counts", None)
     result = lm_eval.simple_evaluate(
         model=lm,
         tasks=[entry.task],
@@ -95,7 +97,12 @@ def _run_task(lm: LM, entry: SuiteTask, manager: TaskManager, limit: int | None)
     configs = {
         name: {"num_fewshot": cfg.get("num_fewshot")} for name, cfg in result.get("configs", {}).items()
     }
-    return {"metrics": metrics, "samples": samples, "configs": configs}
+    hit_rate = None
+    if before is not None:
+        after = lm.prefix_cache_counts  # type: ignore[attr-defined]
+        queried = after[1] - before[1]
+        hit_rate = (after[0] - before[0]) / queried if queried else None
+    return {"metrics": metrics, "samples": samples, "configs": configs, "prefix_cache_hit_rate": hit_rate}
 
 
 def run_suite(
@@ -115,7 +122,7 @@ def run_suite(
     """
     manager = task_manager(data_dir, [entry.task for entry in suite.tasks])
     cache = Path(output_dir) / "tasks" if output_dir is not None else None
-    metrics, samples, missing = {}, {}, {}
+    metrics, samples, missing, hit_rates = {}, {}, {}, {}
     for entry in suite.tasks:
         task_limit = min(x for x in (entry.limit, limit) if x is not None) if (entry.limit or limit) else None
         key = {
@@ -143,6 +150,8 @@ def run_suite(
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(json.dumps(done, indent=2, ensure_ascii=False))
         metrics[entry.task], samples[entry.task] = done["metrics"], done["samples"]
+        if done.get("prefix_cache_hit_rate") is not None:
+            hit_rates[entry.task] = done["prefix_cache_hit_rate"]
     return EvalReport.build(
         metrics,
         {e.task: e.category for e in suite.tasks},
@@ -151,4 +160,5 @@ def run_suite(
         suite=suite.name,
         samples=samples,
         missing=missing,
+        prefix_cache_hit_rates=hit_rates,
     )

@@ -29,13 +29,15 @@ from hcx.infer.logits import adjust_logits
 from hcx.infer.request import Completion, Delta, Request, TokenLogprob, TopLogprobs
 from hcx.infer.sampling import SamplingParams, full_precision, sample_tokens
 from hcx.infer.scheduler import Scheduler
-from hcx.infer.scoring import ContinuationScore, score_continuations
+from hcx.infer.scoring import ContinuationScore, check_pairs
 from hcx.infer.step import SequenceChunk, pack_step, paged_forward
 from hcx.infer.text import TextStream
 from hcx.model.transformer import Transformer
 from hcx.tokenizer import Tokenizer
 
 Prompt = str | Sequence[int]
+SCORING = SamplingParams(temperature=0.0, max_new_tokens=1, stop_token_ids=[])
+"""The parameters of scoring requests, which end when their prompt is computed and never sample."""
 
 
 def top_alternatives(logprobs: torch.Tensor, k: int, num_tokens: int) -> list[TopLogprobs]:
@@ -218,30 +220,44 @@ class Engine:
             for s in batch
         ]
         completes = [s.completes_prompt for s in batch]
-        wanted = [
-            s.num_tokens if s.request.wants_prompt_logprobs else int(done)
-            for s, done in zip(batch, completes, strict=True)
-        ]
+        wanted = [s.request.logit_rows(s.num_tokens) for s in batch]
         logits = paged_forward(
             self.model, self.pool, pack_step(chunks, wanted, self.pool.block_size, self.device)
         )
         self.num_steps += 1
-        last_rows, offset = [], 0
+        last_rows, offset, deltas = [], 0, []
         for s, count, done in zip(batch, wanted, completes, strict=True):
             if s.request.wants_prompt_logprobs:
                 self._record_prompt_logprobs(s.request, logits[offset : offset + count])
+            elif s.request.targets is not None and count:
+                self._record_target_logprobs(s.request, logits[offset : offset + count])
             s.request.num_computed += s.num_tokens
             self.num_computed_tokens += s.num_tokens
             self.scheduler.publish(s.request)
             offset += count
-            if done:
+            if done and s.request.targets is not None:
+                deltas.append(self._finish_scoring(s.request))
+            elif done:
                 last_rows.append(offset - 1)
-        requests = [s.request for s, done in zip(batch, completes, strict=True) if done]
+        requests = [
+            s.request for s, done in zip(batch, completes, strict=True) if done and s.request.targets is None
+        ]
         if not requests:
-            return []
+            return deltas
         if len(last_rows) < len(logits):  # some rows were prompt positions (prompt log-probabilities)
             logits = logits[torch.tensor(last_rows, device=logits.device)]
-        return self._sample(requests, logits)
+        return deltas + self._sample(requests, logits)
+
+    def _record_target_logprobs(self, request: Request, logits: torch.Tensor) -> None:
+        """A scoring request's next target log-probabilities, one per row of ``logits``: the target's
+        logit less its row's log-sum-exp (no log-softmax over the whole vocabulary)."""
+        assert request.targets is not None
+        done = len(request.target_logprobs)
+        rows = full_precision(logits)
+        targets = torch.tensor(request.targets[done : done + len(rows)], device=logits.device)
+        chosen = rows.gather(-1, targets[:, None])[:, 0] - rows.logsumexp(dim=-1)
+        request.target_logprobs.extend(chosen.tolist())
+        request.greedy = request.greedy and bool((rows.argmax(dim=-1) == targets).all())
 
     def _record_prompt_logprobs(self, request: Request, logits: torch.Tensor) -> None:
         """Log-probabilities of the prompt tokens that follow this chunk's positions."""
@@ -371,11 +387,37 @@ class Engine:
         done = {c.request_id: c for c in self._drain(requests, progress=False)}
         return [done[r.request_id] for r in requests]
 
-    def score(self, contexts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[ContinuationScore]:
-        """Log-probabilities of each continuation after its context (see :mod:`hcx.infer.scoring`)."""
-        return score_continuations(
-            self.model,
-            [self.encode(c) for c in contexts],
-            [self.encode(c) for c in continuations],
-            self.cfg.score_batch_tokens,
+    def make_scoring_request(self, context: Sequence[int], continuation: Sequence[int]) -> Request:
+        """A request that reads ``log p(continuation | context)`` from its prompt's logits and ends."""
+        return Request(
+            request_id=f"score-{next(self._ids)}",
+            prompt_ids=[*context, *continuation[:-1]],
+            params=SCORING,
+            stop_ids=frozenset(),
+            generator=torch.Generator(device=self.device),
+            text_stream=None,
+            targets=list(continuation),
         )
+
+    def score(self, contexts: Sequence[Prompt], continuations: Sequence[Prompt]) -> list[ContinuationScore]:
+        """Log-probabilities of each continuation after its context, in input order.
+
+        Each pair is a scoring request on the paged cache, so pairs share computed prefixes like
+        any requests (with prefix caching): the choices of one question compute its context once,
+        and items with the same few shots compute the shots once. Submit pairs with the same
+        context together (the scheduler holds back a request whose prefix another is computing).
+        Equal to :func:`hcx.infer.scoring.score_continuations` up to float rounding (tested).
+        """
+        pairs = [(self.encode(c), self.encode(x)) for c, x in zip(contexts, continuations, strict=True)]
+        check_pairs(pairs, self.model.cfg.max_seq_len)
+        for i, (context, continuation) in enumerate(pairs):
+            if self.pool.blocks_for(len(context) + len(continuation)) > self.cfg.num_blocks:
+                raise ValueError(f"pair {i}: more tokens than the cache pool holds")
+        requests = [self.make_scoring_request(c, x) for c, x in pairs]
+        for request in requests:
+            self.add(request)
+        list(self._drain(requests, progress=False))
+        return [
+            ContinuationScore(torch.tensor(r.target_logprobs, dtype=torch.float64), r.greedy)
+            for r in requests
+        ]

@@ -40,6 +40,11 @@ class Request:
 
     ``parent``: another sample of the same prompt (``n > 1``) whose cached prompt this one
     shares instead of computing it (see :class:`~hcx.infer.scheduler.Scheduler`).
+
+    ``targets`` makes a scoring request (closed-ended evaluation, reference log-probabilities):
+    its prompt is a context followed by all but the last target, nothing is generated, and the
+    logits of its last ``len(targets)`` positions give ``target_logprobs`` (the log-probability
+    of each target after what precedes it) and ``greedy`` (every target is the argmax).
     """
 
     request_id: str
@@ -61,6 +66,9 @@ class Request:
     finish_reason: FinishReason | None = None
     stop_reason: str | int | None = None
     num_preemptions: int = 0
+    targets: list[int] | None = None
+    target_logprobs: list[float] = field(default_factory=list)
+    greedy: bool = True
 
     def __post_init__(self) -> None:
         self.tokens = list(self.prompt_ids)
@@ -81,6 +89,23 @@ class Request:
     def reported_prompt_logprobs(self) -> list[TokenLogprob] | None:
         """A copy of the prompt log-probabilities, or None when they were not asked for."""
         return list(self.prompt_logprobs) if self.params.prompt_logprobs is not None else None
+
+    @property
+    def first_logits_position(self) -> int:
+        """The first position whose logits are still wanted; the keys and values before it may come
+        from the prefix cache."""
+        if self.targets is None:
+            return len(self.tokens) - 1
+        return len(self.tokens) - len(self.targets) + len(self.target_logprobs)
+
+    def logit_rows(self, num_tokens: int) -> int:
+        """How many of the next ``num_tokens`` computed positions (the last ones) need logits."""
+        end = self.num_computed + num_tokens
+        if self.wants_prompt_logprobs:
+            return num_tokens
+        if self.targets is not None:
+            return max(0, end - max(self.num_computed, self.first_logits_position))
+        return int(end == len(self.tokens))
 
     @property
     def wants_prompt_logprobs(self) -> bool:

@@ -23,8 +23,12 @@ published by content (:class:`~hcx.infer.kv_pool.BlockPool`), and a request join
 batch first holds the published blocks of its longest cached prefix — a shared system
 prompt, the earlier turns of a chat, the few shots of an evaluation prompt, its own blocks
 from before a preemption — and computes only the rest. At least the last known token is
-always computed, so the request has logits to sample from. Requests that report prompt
-log-probabilities compute their whole prompt (they still publish it).
+always computed, so the request has logits to sample from (a scoring request computes
+every position whose logits it reads). Requests that report prompt log-probabilities compute
+their whole prompt (they still publish it). A waiting request whose next uncached block is
+being computed by a running request waits for it (later requests may join before it): the
+choices of one question, or items with the same few shots, submitted together compute their
+common prefix once instead of once each.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from hcx.infer.config import EngineConfig
-from hcx.infer.kv_pool import BlockPool, extend_keys
+from hcx.infer.kv_pool import BlockKey, BlockPool, extend_keys
 from hcx.infer.request import Request
 
 
@@ -57,6 +61,7 @@ class Scheduler:
         self.num_preemptions = 0
         self.num_prefix_queried = 0  # tokens of admitted requests that needed keys and values
         self.num_prefix_hits = 0  # of those, found in the cache
+        self._in_flight: dict[BlockKey, Request] = {}  # prompt blocks running requests will publish
 
     def add(self, request: Request) -> None:
         self.waiting.append(request)
@@ -96,12 +101,17 @@ class Scheduler:
             else:
                 batch.append(Scheduled(request, n))
                 budget -= n
+        deferred: list[Request] = []
         while self.waiting and budget > 0 and len(self.running) < self.cfg.max_running:
             request = self.waiting[0]
             if request.parent is not None and not self._fork(request):
                 break
             if self.cfg.prefix_caching and request.num_computed == 0:
                 self._reuse_cached_prefix(request)
+                if self._computed_elsewhere(request):
+                    self._drop_blocks(request)
+                    deferred.append(self.waiting.popleft())
+                    continue
             n = min(request.num_pending, budget)
             needed = self.pool.blocks_for(n)
             if self.pool.num_free - needed < self.cfg.watermark_blocks or not self._grow(request, n):
@@ -111,11 +121,14 @@ class Scheduler:
             self.num_prefix_hits += request.num_computed
             self.waiting.popleft()
             self.running.append(request)
+            self._claim(request)
             batch.append(Scheduled(request, n))
             budget -= n
+        self.waiting.extendleft(reversed(deferred))
         return batch
 
     def _drop_blocks(self, request: Request) -> None:
+        self._unclaim(request)
         self.pool.release(request.blocks)
         request.num_computed = 0
         request.num_published = 0
@@ -123,11 +136,33 @@ class Scheduler:
     def _reuse_cached_prefix(self, request: Request) -> None:
         if request.params.prompt_logprobs is not None:
             return
-        reusable = (len(request.tokens) - 1) // self.pool.block_size
+        reusable = request.first_logits_position // self.pool.block_size
         keys = extend_keys(request.block_keys, request.tokens, self.pool.block_size, reusable)
         request.blocks = self.pool.lookup(keys[:reusable])
         request.num_published = len(request.blocks)
         request.num_computed = len(request.blocks) * self.pool.block_size
+
+    def _computed_elsewhere(self, request: Request) -> bool:
+        """The first block ``request`` would compute is being computed by a running request."""
+        following = len(request.blocks)
+        reusable = request.first_logits_position // self.pool.block_size
+        if request.params.prompt_logprobs is not None or following >= reusable:
+            return False
+        return self._in_flight.get(request.block_keys[following], request) is not request
+
+    def _claim(self, request: Request) -> None:
+        """Note the full prompt blocks ``request`` is about to compute, for :meth:`_computed_elsewhere`."""
+        if not self.cfg.prefix_caching:
+            return
+        full = len(request.prompt_ids) // self.pool.block_size
+        keys = extend_keys(request.block_keys, request.tokens, self.pool.block_size, full)
+        for key in keys[request.num_published : full]:
+            self._in_flight.setdefault(key, request)
+
+    def _unclaim(self, request: Request) -> None:
+        for key in request.block_keys[request.num_published :]:
+            if self._in_flight.get(key) is request:
+                del self._in_flight[key]
 
     def publish(self, request: Request) -> None:
         """Publish the blocks ``request`` has filled since the last call (with prefix caching)."""
@@ -137,6 +172,8 @@ class Scheduler:
         keys = extend_keys(request.block_keys, request.tokens, self.pool.block_size, full)
         for i in range(request.num_published, full):
             self.pool.publish(request.blocks[i], keys[i])
+            if self._in_flight.get(keys[i]) is request:
+                del self._in_flight[keys[i]]
         request.num_published = full
 
     def _fork(self, request: Request) -> bool:
@@ -167,4 +204,5 @@ class Scheduler:
             self.running.remove(request)
         elif request in self.waiting:
             self.waiting.remove(request)
+        self._unclaim(request)
         self.pool.release(request.blocks)

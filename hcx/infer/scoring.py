@@ -43,6 +43,17 @@ def length_batches(lengths: list[int], max_batch_tokens: int) -> list[list[int]]
     return batches
 
 
+def check_pairs(pairs: Sequence[tuple[Sequence[int], Sequence[int]]], limit: int) -> None:
+    """Refuse a pair with an empty side or more tokens than the model's context ``limit``."""
+    for i, (context, continuation) in enumerate(pairs):
+        if not context or not continuation:
+            raise ValueError(f"pair {i}: context and continuation must each have at least one token")
+        if len(context) + len(continuation) > limit:
+            raise ValueError(
+                f"pair {i}: {len(context) + len(continuation)} tokens exceed the context {limit}"
+            )
+
+
 @torch.no_grad()
 def score_continuations(
     model: Transformer,
@@ -53,14 +64,7 @@ def score_continuations(
     """``log p(continuation | context)`` token by token, for each pair, in input order."""
     if len(contexts) != len(continuations):
         raise ValueError(f"{len(contexts)} contexts but {len(continuations)} continuations")
-    limit = model.cfg.max_seq_len
-    for i, (context, continuation) in enumerate(zip(contexts, continuations, strict=True)):
-        if not context or not continuation:
-            raise ValueError(f"pair {i}: context and continuation must each have at least one token")
-        if len(context) + len(continuation) > limit:
-            raise ValueError(
-                f"pair {i}: {len(context) + len(continuation)} tokens exceed the context {limit}"
-            )
+    check_pairs(list(zip(contexts, continuations, strict=True)), model.cfg.max_seq_len)
     device = model.rope_cos.device
     lengths = [len(c) + len(x) for c, x in zip(contexts, continuations, strict=True)]
     scores: list[ContinuationScore | None] = [None] * len(contexts)

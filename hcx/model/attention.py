@@ -9,7 +9,6 @@ inference engine (as vLLM swaps attention backends under one model):
   document only (SPEC §4), without a dense T×T mask: FlexAttention block masks where they
   run (GPU training and inference), or causal SDPA over each document's segment on the CPU,
   whose FlexAttention has no backward; ``backend="dense"`` is the reference the tests use;
-- :class:`CachedCausal`: new tokens on top of a contiguous key/value cache (:class:`KVCache`);
 - :class:`PagedKV`: the engine's packed step over a paged block pool (:mod:`hcx.infer`).
 
 Every context takes queries (B, T, Hq, D) and keys/values (B, T, Hkv, D) of one layer and
@@ -26,8 +25,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-from hcx.model.config import ModelConfig
 
 PackedBackend = Literal["auto", "flex", "segments", "dense"]
 
@@ -196,40 +193,6 @@ class DocumentCausal(AttentionContext):
         return out.view(B, T, *out.shape[1:])
 
 
-class KVCache:
-    """Keys and values of past positions in one contiguous buffer per layer (batch-major)."""
-
-    def __init__(self, cfg: ModelConfig, batch_size: int, max_len: int, device=None, dtype=torch.float32):
-        shape = (cfg.n_layers, batch_size, max_len, cfg.n_kv_heads, cfg.head_dim)
-        self.keys = torch.zeros(shape, device=device, dtype=dtype)
-        self.values = torch.zeros(shape, device=device, dtype=dtype)
-        self.length = 0
-
-    def expand(self, batch_size: int) -> None:
-        """Repeat a one-row cache for ``batch_size`` continuations of the same prefix."""
-        self.keys = self.keys.expand(-1, batch_size, -1, -1, -1).contiguous()
-        self.values = self.values.expand(-1, batch_size, -1, -1, -1).contiguous()
-
-
-class CachedCausal(AttentionContext):
-    """``T`` new tokens after the cache's ``length`` tokens; the cache advances when this is made."""
-
-    def __init__(self, cache: KVCache, new_tokens: int):
-        self.cache, self.start = cache, cache.length
-        device = cache.keys.device
-        self.positions = torch.arange(self.start, self.start + new_tokens, device=device)[None]
-        end = self.start + new_tokens
-        self.mask = torch.ones(new_tokens, end, dtype=torch.bool, device=device).tril(diagonal=self.start)
-        cache.length = end
-
-    def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        end = self.start + q.shape[1]
-        self.cache.keys[layer, :, self.start : end] = k
-        self.cache.values[layer, :, self.start : end] = v
-        keys, values = self.cache.keys[layer, :, :end], self.cache.values[layer, :, :end]
-        return _sdpa(q, keys, values, mask=self.mask)
-
-
 @dataclass
 class PagedGroup:
     """Sequences of one packed step whose attention runs as one padded batch."""
@@ -237,7 +200,8 @@ class PagedGroup:
     query_index: Tensor  # (S, T) packed index of each query, padding -> 0
     query_valid: Tensor | None  # (S, T) bool, None when no query is padding
     key_slots: Tensor  # (S, L) cache slot of each key position, padding -> 0
-    mask: Tensor  # (S, 1, T, L) query may see key
+    mask: Tensor | None  # (S, 1, T, L) query may see key; None: causal, every sequence from position 0
+    packed_from: int | None = None  # S·T consecutive queries from here, each row T new tokens from 0
 
 
 class PagedKV(AttentionContext):
@@ -261,7 +225,15 @@ class PagedKV(AttentionContext):
         values.index_copy_(0, self.slots, v.to(values.dtype))
         out = torch.empty_like(q)
         for g in self.groups:
-            y = _sdpa(q[g.query_index], keys[g.key_slots], values[g.key_slots], mask=g.mask)
+            if g.packed_from is not None:  # the step's own keys and values, as views: no gathers
+                start, end = g.packed_from, g.packed_from + g.query_index.numel()
+                rows = (g.query_index.shape[0], g.query_index.shape[1])
+                parts = (t[start:end].view(*rows, *t.shape[1:]) for t in (q, k, v))
+                out[start:end] = _sdpa(*parts, causal=True).flatten(0, 1)
+                continue
+            y = _sdpa(
+                q[g.query_index], keys[g.key_slots], values[g.key_slots], mask=g.mask, causal=g.mask is None
+            )
             if g.query_valid is None:
                 out[g.query_index.flatten()] = y.flatten(0, 1)
             else:

@@ -11,8 +11,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 @pytest.fixture(scope="session")
 def hcx_lm(base_model_dir: Path) -> HcxLM:
-    """The tiny pretrained export on the hcx engine, shared by the tests of a session."""
-    return HcxLM(pretrained=str(base_model_dir), batch_size=32)
+    """The tiny pretrained export on the hcx engine in float32 (as lm-eval's hf backend loads it), shared
+    by the tests of a session."""
+    return HcxLM(pretrained=str(base_model_dir), batch_size=32, dtype="float32")
 
 
 @pytest.fixture(scope="session")

@@ -40,7 +40,9 @@ def test_registered_backend_matches_hf_on_multiple_choice(base_model_dir, hf_lm,
     KMMLU 5-shot overflows the 512-token model, so the left-truncated window is compared too;
     XNLI has an empty context (the prefix-token path); PIQA and COPA have multi-token choices.
     """
-    ours = _evaluate("hcx", data_dir, MULTIPLE_CHOICE, 20, {"pretrained": str(base_model_dir)})
+    ours = _evaluate(
+        "hcx", data_dir, MULTIPLE_CHOICE, 20, {"pretrained": str(base_model_dir), "dtype": "float32"}
+    )
     theirs = _evaluate(hf_lm, data_dir, MULTIPLE_CHOICE, 20)
     for task in MULTIPLE_CHOICE:
         assert ours["results"][task]["acc,none"] == theirs["results"][task]["acc,none"], task

@@ -31,6 +31,9 @@ def test_run_quick_suite_writes_report_and_resumes(base_model_dir, data_dir, tmp
     assert set(report["scores"]) == {entry.task for entry in load_suite("quick").tasks}
     assert {"korean", "english", "commonsense", "factual", "harmlessness"} <= set(report["categories"])
     assert all(n <= 3 for n in report["samples"].values())
+    # the choices of an item share its context through the engine's prefix cache
+    assert 0 < report["prefix_cache_hit_rates"]["hcx_kmmlu_criminal_law"] < 1
+    assert "Prefix cache" in (out / "report.md").read_text()
     assert "| korean |" in (out / "report.md").read_text() and (out / "radar.png").stat().st_size > 10_000
     cached = {p.name: p.stat().st_mtime_ns for p in (out / "tasks").glob("*.json")}
     again = CliRunner().invoke(app, args)

@@ -1,17 +1,17 @@
 """Training, the engine, scoring, evaluation and PPO all run the one forward and agree on its logits.
 
 Every path below is ``Transformer.forward`` with another attention context (causal, packed
-documents, paged KV cache, contiguous KV cache); in float64 they give the same numbers for the
+documents, paged KV cache); in float64 they give the same numbers for the
 same tokens up to summation order.
 """
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from hcx.align.experience import response_logits
-from hcx.eval.shared_context import next_token_logprobs, score_choices
+from hcx.infer.config import EngineConfig
+from hcx.infer.engine import Engine
 from hcx.infer.kv_pool import BlockPool
 from hcx.infer.scoring import score_continuations
 from hcx.infer.step import SequenceChunk, pack_step, paged_forward
@@ -47,17 +47,15 @@ def test_every_caller_gets_the_training_forward_logits(model, korean_prompts):
     step.logits_index = torch.arange(len(sequence))
     torch.testing.assert_close(paged_forward(model, pool, step), training, rtol=0, atol=ATOL)
 
-    # scoring (the engine's Engine.score and PPO's reference pass)
+    # scoring: PPO's reference pass, and the engine's scoring requests (evaluation), the second
+    # choice reading the context's keys and values from the prefix cache
     (scored,) = score_continuations(model, [context], [continuation])
     torch.testing.assert_close(scored.logprobs, expected, rtol=0, atol=ATOL)
-
-    # evaluation: next-token distribution and shared-context choice scoring over a KV cache
-    (after_context,) = next_token_logprobs(model, [context], max_batch_tokens=4096)
-    torch.testing.assert_close(
-        after_context, logprobs[len(context) - 1].float(), rtol=0, atol=1e-6
-    )  # float32 out
-    ((total, _),) = score_choices(model, context, [continuation])
-    assert total == pytest.approx(float(expected.sum()), rel=1e-6)  # log-softmax in float32
+    engine = Engine(model, config=EngineConfig(block_size=4))
+    first, second = engine.score([context, context], [continuation[:1], continuation])
+    assert engine.scheduler.num_prefix_hits >= (len(context) - 1) // 4 * 4
+    torch.testing.assert_close(first.logprobs, expected[:1], rtol=0, atol=ATOL)
+    torch.testing.assert_close(second.logprobs, expected, rtol=0, atol=ATOL)
 
     # PPO's learner: response logits at the response positions only
     index = torch.arange(start, start + len(continuation))[None]

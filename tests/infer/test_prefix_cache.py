@@ -11,6 +11,7 @@ import torch
 from hcx.infer.config import EngineConfig
 from hcx.infer.engine import Engine
 from hcx.infer.sampling import SamplingParams
+from hcx.infer.scoring import score_continuations
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=8, stop_token_ids=[])
 
@@ -95,3 +96,41 @@ def test_changed_weights_forget_the_cache(tok, model, korean_prompts):
     again = engine.generate(korean_prompts[:2], GREEDY)
     assert engine.scheduler.num_prefix_hits == hits
     assert [c.token_ids for c in again] == uncached(mine, tok, korean_prompts[:2])
+
+
+def few_shot_pairs(tok, turns: list[str]) -> tuple[list[list[int]], list[list[int]]]:
+    """Three questions after the same shots, four choices each (one- and several-token choices)."""
+    shots = tok.encode("\n".join(turns[:4]))[:90]
+    contexts, continuations = [], []
+    for question in turns[4:7]:
+        context = shots + tok.encode(question)[:20]
+        for choice in turns[7:11]:
+            contexts.append(context)
+            continuations.append(tok.encode(choice)[: 1 + len(continuations) % 4])
+    return contexts, continuations
+
+
+def test_few_shot_scores_share_the_shots_and_equal_the_plain_forward(model, tok, korean_turns):
+    """Choices share their question, questions share the shots, and the scores are those of the
+    plain forward (score_continuations) and of the engine without the cache; a pool that must
+    evict cached blocks gives them too."""
+    contexts, continuations = few_shot_pairs(tok, korean_turns)
+    plain = score_continuations(model, contexts, continuations)
+    cached = Engine(model, tok, EngineConfig(block_size=4, num_blocks=256, max_step_tokens=256))
+    uncached_engine = Engine(model, tok, EngineConfig(block_size=4, num_blocks=256, prefix_caching=False))
+    tight = Engine(model, tok, EngineConfig(block_size=4, num_blocks=24, max_step_tokens=64))
+    for engine in (cached, uncached_engine, tight):
+        scores = engine.score(contexts, continuations)
+        for got, want in zip(scores, plain, strict=True):
+            torch.testing.assert_close(got.logprobs, want.logprobs, rtol=1e-9, atol=0)
+            assert got.greedy == want.greedy
+        assert engine.pool.num_free == engine.pool.num_blocks
+    assert uncached_engine.num_computed_tokens == sum(
+        len(c) + len(x) - 1 for c, x in zip(contexts, continuations, strict=True)
+    )
+    shots = len(tok.encode("\n".join(korean_turns[:4]))[:90])
+    questions = contexts[::4]
+    shared = sum(3 * ((len(c) - 1) // 4 * 4) for c in questions) + 2 * (shots // 4 * 4)
+    assert cached.scheduler.num_prefix_hits >= shared
+    assert cached.num_computed_tokens <= uncached_engine.num_computed_tokens - shared
+    assert tight.pool.num_evicted > 0

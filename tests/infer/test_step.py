@@ -43,9 +43,9 @@ def test_chunked_prefill_and_decode_steps_match_model_forward(model, korean_prom
         for logits, want, d, c in zip(got, expected, done, cut, strict=True):
             torch.testing.assert_close(logits, want[d:c], rtol=0, atol=1e-10)
         done = cut
-    # step 2: decodes apart from prefills, and without free padding the long prefill apart
-    # from the short one; step 3: four decodes, the long context apart from the short ones
-    assert groups_seen == ([1, 2, 1] if free_padding else [1, 3, 2])
+    # step 2: decodes apart from prefills, the long prefill apart from the short one; step 3:
+    # four decodes, without free padding the long context apart from the short ones
+    assert groups_seen == ([1, 3, 1] if free_padding else [1, 3, 2])
 
 
 def test_pack_step_asks_logits_only_for_last_tokens(model, korean_prompts):

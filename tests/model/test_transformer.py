@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hcx.model import PRESETS, CachedCausal, Causal, KVCache, ModelConfig, Transformer
+from hcx.model import PRESETS, Causal, ModelConfig, Transformer
 from hcx.model.attention import document_causal_mask
 from hcx.model.transformer import apply_rotary
 
@@ -69,20 +69,6 @@ def test_document_mask_isolates_packed_documents(tokenizer, korean_texts):
 
     mask = document_causal_mask(doc_ids)[0, 0]
     assert mask[25, 21] and mask[25, 25] and not mask[25, 26] and not mask[25, 19]
-
-
-def test_kv_cache_decoding_matches_full_forward(tokenizer, korean_texts):
-    model = make_model()
-    tokens = korean_ids(tokenizer, korean_texts, 24)[None]
-    cache = KVCache(model.cfg, batch_size=1, max_len=32)
-    with torch.no_grad():
-        full = model(tokens)
-        prefill = model(tokens[:, :16], attention=CachedCausal(cache, 16))
-        steps = [model(tokens[:, i : i + 1], attention=CachedCausal(cache, 1)) for i in range(16, 20)]
-        chunk = model(tokens[:, 20:24], attention=CachedCausal(cache, 4))
-    torch.testing.assert_close(prefill, full[:, :16], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(torch.cat(steps, dim=1), full[:, 16:20], atol=1e-5, rtol=1e-4)
-    torch.testing.assert_close(chunk, full[:, 20:24], atol=1e-5, rtol=1e-4)
 
 
 def test_rope_base_change_changes_long_range_logits(tokenizer, korean_texts):
