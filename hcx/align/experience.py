@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from hcx.align.batching import right_pad
 from hcx.align.losses import gae, kl_shaped_rewards, repeated_ngram_mask
+from hcx.align.phase_clock import PhaseClock
 
 
 @dataclass
@@ -104,32 +105,50 @@ def layout(rollouts: Sequence[Rollout], pad_id: int) -> tuple[Tensor, Tensor, Te
     return tokens, index, mask
 
 
-def response_logits(model: nn.Module, tokens: Tensor, index: Tensor, temperature: float = 1.0) -> Tensor:
-    """Logits (B, R, V) that predict each response token, divided by the sampling temperature.
+def response_logits(
+    model: nn.Module, tokens: Tensor, index: Tensor, temperature: float = 1.0, mask: Tensor | None = None
+) -> Tensor:
+    """Logits (B, R, V) that predict each response token, divided by the sampling temperature;
+    with the response ``mask``, (N, V) at its N real tokens only, in row-major order.
 
-    The LM head runs at those positions only. PPO's policy is the distribution the rollouts
-    were drawn from, ``softmax(logits / temperature)``, for the learner and the reference alike.
+    The LM head runs at those positions only: a batch's responses differ in length, and the
+    head and the vocabulary-wide passes after it are most of a small model's work, so they
+    skip the padding. PPO's policy is the distribution the rollouts were drawn from,
+    ``softmax(logits / temperature)``, for the learner and the reference alike.
     """
     hidden = model(tokens, hidden=True)[:, :-1]
     hidden = hidden.gather(1, index[..., None].expand(-1, -1, hidden.shape[-1]))
+    if mask is not None:
+        hidden = hidden[mask.bool()]
     logits = model.output(hidden).float()
     return logits if temperature == 1.0 else logits / temperature
 
 
-def token_logprobs(logits: Tensor, tokens: Tensor, index: Tensor) -> Tensor:
-    return gather_targets(torch.log_softmax(logits, dim=-1), tokens, index)
+def token_logprobs(logits: Tensor, tokens: Tensor, index: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Log-probabilities (B, R) of the response tokens; ``mask`` as given to :func:`response_logits`."""
+    return gather_targets(torch.log_softmax(logits, dim=-1), tokens, index, mask)
 
 
-def gather_targets(logprobs: Tensor, tokens: Tensor, index: Tensor) -> Tensor:
-    """Each response token's entry of ``logprobs`` (B, R, V)."""
+def gather_targets(logprobs: Tensor, tokens: Tensor, index: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Each response token's entry of ``logprobs`` (B, R, V), or of (N, V) at the ``mask``'s real
+    tokens, as (B, R) with zeros at the padding."""
     targets = tokens[:, 1:].gather(1, index)
-    return logprobs.gather(-1, targets[..., None]).squeeze(-1)
+    if mask is None:
+        return logprobs.gather(-1, targets[..., None]).squeeze(-1)
+    keep = mask.bool()
+    return at_real_tokens(logprobs.gather(-1, targets[keep][:, None]).squeeze(-1), keep)
+
+
+def at_real_tokens(values: Tensor, keep: Tensor) -> Tensor:
+    """Values (N,) of the real tokens laid out (B, R) as ``keep``, zeros at the padding."""
+    return torch.zeros(keep.shape, dtype=values.dtype, device=values.device).masked_scatter(keep, values)
 
 
 def token_logprobs_and_entropy(
-    logits: Tensor, tokens: Tensor, index: Tensor, entropy_grad: bool
+    logits: Tensor, tokens: Tensor, index: Tensor, entropy_grad: bool, mask: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Log-probabilities of the response tokens and the policy's entropy at each, from one log-softmax.
+    """Log-probabilities of the response tokens and the policy's entropy at each, from one log-softmax;
+    ``mask`` as given to :func:`response_logits` (both then zero at the padding).
 
     The vocabulary-wide passes are most of a small model's learner step; without an entropy
     bonus (``entropy_grad=False``) the entropy is only logged, so no gradient flows through it.
@@ -138,7 +157,9 @@ def token_logprobs_and_entropy(
     with torch.set_grad_enabled(entropy_grad and torch.is_grad_enabled()):
         full = logprobs if entropy_grad else logprobs.detach()
         entropy = -(full.exp() * full).sum(-1)
-    return gather_targets(logprobs, tokens, index), entropy
+    if mask is not None:
+        entropy = at_real_tokens(entropy, mask.bool())
+    return gather_targets(logprobs, tokens, index, mask), entropy
 
 
 def response_values(value_model: nn.Module, tokens: Tensor, index: Tensor) -> Tensor:
@@ -158,16 +179,24 @@ def make_experience(
     ngram: int,
     version: int,
     temperature: float = 1.0,
+    clock: PhaseClock | None = None,
 ) -> Experience:
-    """Score ``rollouts`` with the networks on their device; the experience itself stays on the CPU."""
+    """Score ``rollouts`` with the networks on their device; the experience itself stays on the CPU.
+    ``clock`` adds up the seconds of the reference's and the value network's forwards."""
+    clock = clock or PhaseClock()
     tokens, index, mask = layout(rollouts, pad_id)
     old = torch.zeros_like(mask)
     for row, rollout in enumerate(rollouts):
         old[row, : len(rollout.logprobs)] = torch.tensor(rollout.logprobs)
     device = next(reference.parameters()).device
     on_device = tokens.to(device), index.to(device)
-    ref = token_logprobs(response_logits(reference, *on_device, temperature), *on_device).float().cpu() * mask
-    values = response_values(value_model, *on_device).float().cpu() * mask
+    with clock.phase("reference"):
+        on_mask = mask.to(device)
+        logits = response_logits(reference, *on_device, temperature, on_mask)
+        ref = token_logprobs(logits, *on_device, on_mask).float().cpu()
+    with clock.phase("values"):
+        values = response_values(value_model, *on_device).float().cpu()
+    ref, values = ref * mask, values * mask
     rewards = kl_shaped_rewards(scores.float(), old, ref, mask, kl_coef)
     advantages, returns = gae(rewards, values, mask, gamma, lam)
     responses = tokens[:, 1:].gather(1, index)

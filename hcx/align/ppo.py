@@ -46,6 +46,7 @@ from hcx.align.experience import (
     token_logprobs_and_entropy,
 )
 from hcx.align.losses import masked_mean, ppo_policy_loss, repeat_rate, unlikelihood_loss, value_loss, whiten
+from hcx.align.phase_clock import PhaseClock
 from hcx.align.reward_model import RewardModel, load_reward_model, shard_reward_model
 from hcx.align.rewards import BrevityReward, HangulReward, ModelReward, Reward
 from hcx.align.rollouts import RolloutRequest, RolloutSource, ThreadRollouts, rollout_seed
@@ -146,6 +147,8 @@ class PpoTask(Task):
         self.stop_reason: str | None = None
         self.pending: list[Experience] = []
         self.exp: Experience | None = None
+        self.clock = PhaseClock()
+        self.epoch, self.mark = 0, 0.0  # the running minibatch's epoch; when its last phase ended
 
     def setup(self, trainer: Trainer) -> nn.Module:
         cfg = self.cfg
@@ -317,12 +320,14 @@ class PpoTask(Task):
     def experience_from(self, rollouts: list[Rollout]) -> Experience:
         cfg = self.cfg
         reference = adapters_off(self.policy) if cfg.lora else contextlib.nullcontext()
-        with self.trainer.autocast(), reference:
+        with self.trainer.autocast(), reference, self.clock.phase("scoring"):
+            with self.clock.phase("reward"):
+                scores = self.score(rollouts)
             return make_experience(
                 rollouts,
                 self.reference,
                 self.value,
-                self.score(rollouts),
+                scores,
                 self.tokenizer.pad_id,
                 self.kl_coef,
                 cfg.gamma,
@@ -330,6 +335,7 @@ class PpoTask(Task):
                 cfg.unlikelihood_ngram,
                 self.version,
                 cfg.temperature,
+                self.clock,
             )
 
     def score_arrivals(self, pending: list[Rollout]) -> list[Experience]:
@@ -353,10 +359,11 @@ class PpoTask(Task):
         Under data parallel the sharded networks' forwards are collective, so every rank scores
         after all its rollouts arrived, in as many forwards as the rank that needs the most.
         """
+        arrivals = self.timed_arrivals(rollouts)
         if self.mesh.dp > 1:
-            return concat(self.score_arrivals(list(rollouts)))
+            return concat(self.score_arrivals(list(arrivals)))
         parts, pending = [], []
-        for rollout in rollouts:
+        for rollout in arrivals:
             pending.append(rollout)
             if len(pending) >= self.cfg.experience_batch:
                 parts.extend(self.score_arrivals(pending))
@@ -365,6 +372,16 @@ class PpoTask(Task):
             parts.extend(self.score_arrivals(pending))
         return concat(parts)
 
+    def timed_arrivals(self, rollouts: Iterable[Rollout]) -> Iterator[Rollout]:
+        """``rollouts``, the time spent waiting for each counted as the ``rollouts`` phase."""
+        arrivals = iter(rollouts)
+        while True:
+            with self.clock.phase("rollouts"):
+                rollout = next(arrivals, None)
+            if rollout is None:
+                return
+            yield rollout
+
     # --- the trainer's hooks -----------------------------------------------------------------
     def next_batch(self) -> Experience | None:
         """The next minibatch; the iteration's experience is collected at its first step."""
@@ -372,8 +389,19 @@ class PpoTask(Task):
             if self.iteration >= self.iterations:
                 return None
             self.started = time.perf_counter()
+            self.clock.take()
             self.begin_iteration(self.collect(self.rollouts().rollouts(self.iteration)))
-        return self.pending.pop(0)
+        batch = self.pending.pop(0)
+        self.epoch = (self.steps_per_iteration - len(self.pending) - 1) // self.minibatches + 1
+        self.mark = 0.0
+        return batch
+
+    def lap(self, phase: str) -> None:
+        """Count the time since the last mark as ``phase`` of this minibatch's epoch."""
+        now = time.perf_counter()
+        if self.mark:
+            self.clock.add(f"epoch {self.epoch} {phase}", now - self.mark)
+        self.mark = now
 
     def begin_iteration(self, exp: Experience) -> None:
         """Whiten the advantages and lay out the iteration's minibatches (``ppo_epochs`` passes)."""
@@ -400,6 +428,15 @@ class PpoTask(Task):
         return chunks + [(chunks[0][0], zero)] * extra
 
     def loss(self, module: nn.Module, micro: tuple[Experience, dict[str, float]], share: float) -> MicroLoss:
+        self.lap("backward")  # the previous micro-batch's (at the first: starts the clock)
+        loss = self.micro_loss(micro)
+        self.lap("forward")
+        return loss
+
+    def before_optimizer_step(self) -> None:
+        self.lap("backward")
+
+    def micro_loss(self, micro: tuple[Experience, dict[str, float]]) -> MicroLoss:
         chunk, shares = micro
         weighted = {k: v * shares[k] for k, v in self.loss_terms(chunk).items()}
         for key, value in weighted.items():
@@ -416,6 +453,7 @@ class PpoTask(Task):
 
     def end_step(self, step: int) -> dict[str, Any] | None:
         """After an iteration's last minibatch: its record, the KL controller, validation, stopping."""
+        self.lap("optimizer")
         if self.pending:
             return None
         exp = self.exp
@@ -424,11 +462,14 @@ class PpoTask(Task):
             record = mean_across_ranks(record, self.mesh)
         self.iteration += 1
         self.version += 1
-        self.rollouts().publish(self.version)
+        with self.clock.phase("publish"):
+            self.rollouts().publish(self.version)
         self.update_kl_coef(record["kl"])
         if self.iteration % self.cfg.eval_every == 0 or self.iteration == self.iterations:
-            record["validation_reward"] = self.validation_reward()
+            with self.clock.phase("validation"):
+                record["validation_reward"] = self.validation_reward()
         record["seconds"] = time.perf_counter() - self.started
+        record["phases"] = self.clock.take()
         self.stop_reason = self.early_stop_reason(record)
         self.history.append(record)
         if self.stop_reason:
@@ -481,9 +522,9 @@ class PpoTask(Task):
         """PPO's policy and value losses, unlikelihood and entropy of one forward, each a token mean."""
         cfg = self.cfg
         with self.trainer.autocast():
-            logits = response_logits(self.policy, mb.tokens, mb.index, cfg.temperature)
+            logits = response_logits(self.policy, mb.tokens, mb.index, cfg.temperature, mb.mask)
             logprobs, entropies = token_logprobs_and_entropy(
-                logits, mb.tokens, mb.index, entropy_grad=cfg.entropy_coef > 0
+                logits, mb.tokens, mb.index, entropy_grad=cfg.entropy_coef > 0, mask=mb.mask
             )
             values = response_values(self.value, mb.tokens, mb.index)
         return {

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from hcx.align.config import PpoConfig, RmConfig
-from hcx.align.experience import Rollout, response_logits, token_logprobs, token_logprobs_and_entropy
+from hcx.align.experience import Rollout, layout, response_logits, token_logprobs, token_logprobs_and_entropy
 from hcx.align.losses import masked_mean
 from hcx.align.ppo import PpoSetupError, PpoTrainer, ppo
 from hcx.align.rm import train_reward_model
 from hcx.infer.engine import Engine
 from hcx.infer.sampling import SamplingParams
+from hcx.model.load import load_model
 
 
 def ppo_config(policy_dir: Path, data_dir: Path, out: Path, **overrides) -> PpoConfig:
@@ -226,3 +227,37 @@ def test_one_log_softmax_gives_logprobs_and_entropy() -> None:
         token_logprobs_and_entropy(logits, tokens, index, entropy_grad=True)[1].sum(), logits
     )
     assert grad.abs().sum() > 0
+
+
+def test_logprobs_at_real_tokens_only_equal_the_padded_ones(policy_dir: Path) -> None:
+    """The LM head at the response mask's real tokens only: the same log-probabilities, entropies and
+    gradients at those tokens as over the padded (B, R) layout, and zeros at the padding."""
+    model = load_model(policy_dir, trainable=True).model
+    generator = torch.Generator().manual_seed(0)
+    rollouts = [
+        Rollout(
+            torch.randint(6, 500, (p,), generator=generator).tolist(),
+            torch.randint(6, 500, (r,), generator=generator).tolist(),
+            [0.0] * r,
+            "",
+            0,
+        )
+        for p, r in ((5, 12), (9, 3), (3, 1), (7, 7))
+    ]
+    tokens, index, mask = layout(rollouts, pad_id=1)
+    outcomes = []
+    for real_only in (None, mask):
+        model.zero_grad()
+        logits = response_logits(model, tokens, index, 0.7, real_only)
+        logprobs, entropy = token_logprobs_and_entropy(
+            logits, tokens, index, entropy_grad=True, mask=real_only
+        )
+        ((logprobs + entropy) * mask).sum().backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters()])
+        outcomes.append((logprobs, entropy, grads))
+    (padded_lp, padded_h, padded_grads), (lp, h, grads) = outcomes
+    assert logits.shape == (int(mask.sum()), model.cfg.vocab_size)
+    assert torch.allclose(lp, padded_lp * mask, rtol=1e-5, atol=1e-5)
+    assert torch.allclose(h, padded_h * mask, rtol=1e-5, atol=1e-5)
+    assert not lp[mask == 0].any() and not h[mask == 0].any()
+    assert torch.allclose(grads, padded_grads, rtol=1e-4, atol=1e-6 * padded_grads.abs().max())
