@@ -413,9 +413,9 @@ def compare(args: argparse.Namespace, dtype: torch.dtype, peak_gflops: float) ->
 
     ours_loss = hcx_loss(ours, args.compile, args.compile_mode)
     steps = {
-        "hcx": train_step_fn(ours_loss, torch.optim.AdamW(ours.parameters(), lr=1e-4, foreach=True), dtype),
+        "hcx": train_step_fn(ours_loss, torch.optim.AdamW(ours.parameters(), lr=1e-4, fused=True), dtype),
         "hf": train_step_fn(
-            hf_loss(theirs), torch.optim.AdamW(theirs.parameters(), lr=1e-4, foreach=True), dtype
+            hf_loss(theirs), torch.optim.AdamW(theirs.parameters(), lr=1e-4, fused=True), dtype
         ),
     }
     first_loss = {name: step(tokens) for name, step in steps.items()}  # warm-up (and compilation)

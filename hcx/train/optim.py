@@ -11,12 +11,17 @@ from hcx.train.config import OptimConfig
 
 
 def build_optimizer(models: list[nn.Module], cfg: OptimConfig) -> torch.optim.AdamW:
-    """AdamW; matrices decay, norms and other vectors do not."""
+    """AdamW; matrices decay, norms and other vectors do not.
+
+    The fused kernel (CPU and GPU, plain and DTensor parameters) updates every tensor in one
+    pass; the ``foreach`` loop made several vector passes per tensor and was a tenth of a small
+    model's pretraining step on the CPU, more in PPO, which steps twice the parameters per token.
+    """
     params = [p for m in models for p in m.parameters() if p.requires_grad]
     decay = [p for p in params if p.dim() >= 2]
     no_decay = [p for p in params if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
 
 
 def lr_multiplier(step: int, total_steps: int, cfg: OptimConfig) -> float:
