@@ -141,7 +141,7 @@ def test_rm_and_ppo_run_on_the_sft_export(sft_dir: Path, data_dir: Path, tmp_pat
 
 def test_lm_eval_log_likelihoods_match_the_hf_backend(sft_dir: Path) -> None:
     """Same ids (BOS ``<s>`` before an empty context) and so the same log-likelihoods as lm-eval's hf."""
-    ours = HcxLM(pretrained=str(sft_dir), batch_size=8)
+    ours = HcxLM(pretrained=str(sft_dir), batch_size=8, dtype="float32")  # hf loads float32
     theirs = HFLM(pretrained=str(sft_dir), device="cpu", batch_size=8, max_length=ours.max_length)
     assert ours.prefix_token_id == theirs.prefix_token_id == 1
     for text in ("배가 고파요", "Question: what is 2+2?\nAnswer:"):
