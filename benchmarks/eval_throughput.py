@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 from lm_eval.api.instance import Instance
 from lm_eval.models.huggingface import HFLM
+from machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 
@@ -154,17 +155,8 @@ def main() -> None:
 
 
 def cpu_model() -> str:
-    """The CPU's model name and logical cores (Linux), else what ``platform`` knows."""
-    import os
-
-    name = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    return f"{name}, {os.cpu_count()} logical cores"
+    """The CPU's model name and logical cores."""
+    return f"{cpu_name()}, {os.cpu_count()} logical cores"
 
 
 if __name__ == "__main__":

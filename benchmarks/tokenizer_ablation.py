@@ -51,7 +51,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import shutil
 import statistics
 import time
@@ -62,6 +61,7 @@ from typing import Any
 
 import torch
 import yaml
+from machine import cpu_name
 from rich.console import Console
 from rich.table import Table
 
@@ -141,13 +141,8 @@ def file_digest(path: Path) -> str:
 
 
 def machine_line(args: argparse.Namespace) -> str:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if "model name" in ln]
-        cpu = names[0] if names else cpu
     return (
-        f"machine: {cpu}, {os.cpu_count()} cores; torch {torch.__version__} on {torch.get_num_threads()} "
+        f"machine: {cpu_name()}, {os.cpu_count()} cores; torch {torch.__version__} on {torch.get_num_threads()} "
         f"threads; training in {args.dtype}, bits per byte in {args.bpb_dtype}"
     )
 
