@@ -189,6 +189,12 @@ class PpoConfig(LoopConfig):
         default="thread", description="rollout generation: a thread in this process, or Ray actors"
     )
     rollout_workers: int = Field(default=1, ge=1, description="Ray rollout actors (rollouts: ray)")
+    rollout_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="torch CPU threads of the asynchronous rollout thread; the learner keeps the rest "
+        "(default: half the process's threads). Synchronous PPO generates in the learner's thread",
+    )
     ray: RayRolloutConfig = Field(default_factory=RayRolloutConfig)
     eval_every: int = Field(default=5, gt=0, description="iterations between validation rewards")
     early_stop: EarlyStopConfig = Field(default_factory=EarlyStopConfig)

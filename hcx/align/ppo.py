@@ -49,7 +49,13 @@ from hcx.align.losses import masked_mean, ppo_policy_loss, repeat_rate, unlikeli
 from hcx.align.phase_clock import PhaseClock
 from hcx.align.reward_model import RewardModel, load_reward_model, shard_reward_model
 from hcx.align.rewards import BrevityReward, HangulReward, ModelReward, Reward
-from hcx.align.rollouts import RolloutRequest, RolloutSource, ThreadRollouts, rollout_seed
+from hcx.align.rollouts import (
+    InlineRollouts,
+    RolloutRequest,
+    RolloutSource,
+    ThreadRollouts,
+    rollout_seed,
+)
 from hcx.infer.config import EngineConfig
 from hcx.infer.engine import Engine
 from hcx.infer.sampling import SamplingParams
@@ -272,17 +278,19 @@ class PpoTask(Task):
                     self.max_lag,
                 )
             else:
-                self.rollout_source = ThreadRollouts(
-                    self.model_cfg,
-                    self.policy_weights,
-                    self.tokenizer,
-                    self.engine_cfg,
-                    self.batch_requests,
-                    cfg.rollouts_per_iteration // self.mesh.dp,
-                    self.max_lag,
-                    self.trainer.device,
-                    self.trainer.compute_dtype,
-                )
+                copy = (self.model_cfg, self.policy_weights, self.tokenizer, self.engine_cfg)
+                on = {"device": self.trainer.device, "dtype": self.trainer.compute_dtype}
+                if not cfg.asynchronous:
+                    self.rollout_source = InlineRollouts(*copy, requests_for=self.batch_requests, **on)
+                else:
+                    self.rollout_source = ThreadRollouts(
+                        *copy,
+                        requests_for=self.batch_requests,
+                        per_batch=cfg.rollouts_per_iteration // self.mesh.dp,
+                        max_lag=self.max_lag,
+                        threads=cfg.rollout_threads or max(1, torch.get_num_threads() // 2),
+                        **on,
+                    )
         return self.rollout_source
 
     def close(self) -> None:
@@ -356,11 +364,13 @@ class PpoTask(Task):
     def collect(self, rollouts: Iterable[Rollout]) -> Experience:
         """This iteration's experience, scored in batches of ``experience_batch`` as rollouts arrive.
 
-        Under data parallel the sharded networks' forwards are collective, so every rank scores
-        after all its rollouts arrived, in as many forwards as the rank that needs the most.
+        Synchronous PPO has nothing to overlap scoring with, so it scores all rollouts at once
+        (fewer, larger forwards of similar-length groups). Under data parallel the sharded
+        networks' forwards are collective, so every rank scores after all its rollouts arrived,
+        in as many forwards as the rank that needs the most.
         """
         arrivals = self.timed_arrivals(rollouts)
-        if self.mesh.dp > 1:
+        if self.mesh.dp > 1 or not self.cfg.asynchronous:
             return concat(self.score_arrivals(list(arrivals)))
         parts, pending = [], []
         for rollout in arrivals:

@@ -11,8 +11,17 @@ depend on where generation runs:
 - ``stop()`` abandons generation in flight (the end of one ``train`` call); ``close()`` also
   frees the workers.
 
-:class:`ThreadRollouts` is one thread in this process; :mod:`hcx.align.rollouts_ray` spreads
-batches over Ray actors on one machine or many.
+:class:`InlineRollouts` generates in the learner's own thread (synchronous PPO),
+:class:`ThreadRollouts` in a second thread of this process while the learner trains, and
+:mod:`hcx.align.rollouts_ray` spreads batches over Ray actors on one machine or many.
+
+Threads on the CPU: each Python thread that runs torch operations gets its own OpenMP team,
+and GNU OpenMP (torch's) stops its workers' spin-waiting as soon as the process holds more
+OpenMP threads than cores; every small operation then pays a worker wake-up. On the tiny
+recipe that made each of the learner's operations 2-3x slower than the same operation
+without the rollout thread. So synchronous PPO generates inline (one team), and the rollout
+thread of asynchronous PPO takes ``threads`` of the process's threads while the learner
+keeps the rest, their sum no more than before.
 """
 
 from __future__ import annotations
@@ -93,11 +102,12 @@ def stream_rollouts(
             engine.abort(request_id)
 
 
-class ThreadRollouts:
-    """One thread in this process generates with a copy of the policy while the learner trains.
+class PolicyCopy:
+    """An unsharded copy of the policy and an engine on it, refreshed from the learner's weights.
 
-    The copy is refreshed under a lock between engine steps, so a batch that is already running
-    continues with the new weights (its rollouts keep the version they started with).
+    ``weights()`` gives the policy's whole current weights; it is called in the learner's thread
+    (where a sharded policy can gather them). The copy is on ``device`` in ``dtype`` (the
+    stage's compute dtype).
     """
 
     def __init__(
@@ -106,23 +116,73 @@ class ThreadRollouts:
         weights: Callable[[], dict[str, torch.Tensor]],
         tokenizer: Tokenizer,
         engine_cfg: EngineConfig,
-        requests_for: Callable[[int], list[RolloutRequest]],
-        per_batch: int,
-        max_lag: int,
         device: torch.device | None = None,
         dtype: torch.dtype | None = None,
     ):
-        """``weights()`` gives the policy's whole current weights; it is called in the learner's
-        thread (where a sharded policy can gather them) at start and at every publish. The
-        generating copy is unsharded, on ``device`` in ``dtype`` (the stage's compute dtype)."""
         self.weights = weights
         with torch.device("meta"):
             model = Transformer(model_cfg)
         self.copy = model.to_empty(device=device or "cpu").to(dtype=dtype).eval().requires_grad_(False)
         self.engine = Engine(self.copy, tokenizer, engine_cfg)
+        self.weights_lock = threading.Lock()
+
+    def refresh(self) -> None:
+        weights = self.weights()
+        with self.weights_lock:
+            self.copy.load_state_dict(weights)
+            self.engine.forget_cached_prefixes()
+
+
+class InlineRollouts(PolicyCopy):
+    """Synchronous rollouts: the learner's own thread generates a batch when it asks for it.
+
+    Rollouts still arrive one by one as they finish, so the learner scores the first ones
+    between the engine steps of the rest.
+    """
+
+    def __init__(self, *args, requests_for: Callable[[int], list[RolloutRequest]], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.requests_for = requests_for
+
+    def start(self, first_batch: int, version: int) -> None:
+        self.publish(version)
+
+    def publish(self, version: int) -> None:
+        self.refresh()
+        self.version = version
+
+    def rollouts(self, batch: int) -> Iterator[Rollout]:
+        yield from stream_rollouts(self.engine, self.requests_for(batch), self.version)
+
+    def stop(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class ThreadRollouts(PolicyCopy):
+    """One thread in this process generates with a copy of the policy while the learner trains.
+
+    The copy is refreshed under a lock between engine steps, so a batch that is already running
+    continues with the new weights (its rollouts keep the version they started with). The
+    thread runs torch with ``threads`` CPU threads and the learner with the rest (at least one)
+    while it lives; the learner's count is restored at ``stop``.
+    """
+
+    def __init__(
+        self,
+        *args,
+        requests_for: Callable[[int], list[RolloutRequest]],
+        per_batch: int,
+        max_lag: int,
+        threads: int,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
         self.requests_for, self.per_batch = requests_for, per_batch
         self.max_lag = max_lag
-        self.weights_lock = threading.Lock()
+        self.threads = threads
         self.released = threading.Condition()
         self.thread: threading.Thread | None = None
 
@@ -131,14 +191,13 @@ class ThreadRollouts:
         self.stop_event = threading.Event()
         self.next_batch, self.last_batch = first_batch, first_batch - 1
         self.publish(version)
+        self.learner_threads = torch.get_num_threads()
+        torch.set_num_threads(max(1, self.learner_threads - self.threads))
         self.thread = threading.Thread(target=self._run, name="ppo-rollouts", daemon=True)
         self.thread.start()
 
     def publish(self, version: int) -> None:
-        weights = self.weights()
-        with self.weights_lock:
-            self.copy.load_state_dict(weights)
-            self.engine.forget_cached_prefixes()
+        self.refresh()
         with self.released:
             self.version, self.last_batch = version, version + self.max_lag
             self.released.notify_all()
@@ -151,6 +210,7 @@ class ThreadRollouts:
             yield item
 
     def _run(self) -> None:
+        torch.set_num_threads(self.threads)
         try:
             while not self.stop_event.is_set():
                 with self.released:
@@ -176,6 +236,7 @@ class ThreadRollouts:
             self.released.notify_all()
         self.thread.join(timeout=60)
         self.thread = None
+        torch.set_num_threads(self.learner_threads)
 
     def close(self) -> None:
         self.stop()

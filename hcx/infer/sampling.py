@@ -117,24 +117,30 @@ def sample_tokens(
     """
     logits = full_precision(logits)
     logprobs = logits.log_softmax(dim=-1)
-    choose_from = full_precision(adjusted) if adjusted is not None else logits
-    tokens = choose_from[:, :num_tokens].argmax(dim=-1)
+    choose_from = (full_precision(adjusted) if adjusted is not None else logits)[:, :num_tokens]
     sampled = [i for i, p in enumerate(params) if not p.greedy]
+    if len(sampled) < len(params):
+        tokens = choose_from.argmax(dim=-1)
+    else:  # every row samples: no argmax of the logits to throw away
+        tokens = torch.empty(len(params), dtype=torch.long, device=logits.device)
     if sampled:
-        rows = torch.tensor(sampled, device=logits.device)
-        temperatures = torch.tensor([params[i].temperature for i in sampled], device=logits.device)
+        device = logits.device
+        rows = torch.tensor(sampled, device=device) if len(sampled) < len(params) else slice(None)
         tempered = [i for i in sampled if params[i].tempered_logprobs and params[i].temperature != 1.0]
         if tempered:
-            t = torch.tensor([params[i].temperature for i in tempered], device=logits.device)
+            t = torch.tensor([params[i].temperature for i in tempered], device=device)
             logprobs[tempered] = (logits[tempered] / t[:, None]).log_softmax(dim=-1)
-        scaled = choose_from[rows][:, :num_tokens] / temperatures[:, None]
+        scaled = choose_from[rows]
+        if any(params[i].temperature != 1.0 for i in sampled):
+            temperatures = torch.tensor([params[i].temperature for i in sampled], device=device)
+            scaled = scaled / temperatures[:, None]
         if any(params[i].top_k > 0 or params[i].top_p < 1.0 for i in sampled):
-            top_k = torch.tensor([params[i].top_k for i in sampled], device=logits.device)
-            top_p = torch.tensor([params[i].top_p for i in sampled], device=logits.device)
+            top_k = torch.tensor([params[i].top_k for i in sampled], device=device)
+            top_p = torch.tensor([params[i].top_p for i in sampled], device=device)
             scaled = filter_top_k_top_p(scaled, top_k, top_p)
         probs = scaled.softmax(dim=-1)
-        vocab, device = probs.shape[-1], probs.device
-        uniform = torch.stack([torch.rand(vocab, generator=generators[i], device=device) for i in sampled])
-        noise = uniform.log_().neg_()
-        tokens[rows] = (probs / noise).argmax(dim=-1)
+        noise = torch.empty_like(probs)
+        for row, i in zip(noise, sampled, strict=True):
+            row.uniform_(generator=generators[i])
+        tokens[rows] = (probs / noise.log_().neg_()).argmax(dim=-1)
     return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
