@@ -175,14 +175,20 @@ def alone(trainer: PpoTrainer, repeats: int = 3) -> dict[str, float]:
     return seconds
 
 
-def phase_table(trainers: dict[str, PpoTrainer], timed_from: int, bare: dict[str, float]) -> None:
-    """Seconds per iteration of each phase, per configuration, beside the networks alone."""
+def phase_table(
+    trainers: dict[str, PpoTrainer], timed_from: int, bare: dict[str, float], sft_rate: float
+) -> None:
+    """Seconds per iteration of each phase, per configuration, beside the networks alone; then the
+    floors: what an iteration would cost, as a multiple of SFT per token, if every phase ran as
+    fast as alone (with generation's teacher-forced floor, and with its measured time)."""
     means: dict[str, dict[str, float]] = {}
+    tokens: dict[str, float] = {}
     for name, trainer in trainers.items():
         history = trainer.ppo.history[timed_from:]
         keys = {k for h in history for k in h["phases"]}
         means[name] = {k: sum(h["phases"].get(k, 0.0) for h in history) / len(history) for k in keys}
         means[name]["iteration"] = statistics.mean(h["seconds"] for h in history)
+        tokens[name] = statistics.mean(h["sequence_tokens"] for h in history)
     epochs = max(t.ppo.cfg.ppo_epochs for t in trainers.values())
     rows: list[tuple[str, str, str | None]] = [
         ("waiting for rollouts (generation)", "rollouts", "generation"),
@@ -212,6 +218,16 @@ def phase_table(trainers: dict[str, PpoTrainer], timed_from: int, bare: dict[str
         cells = "".join(f"{means[n][key]:>16.3f}" if key in means[n] else f"{'-':>16}" for n in names)
         print(f"{label:<36}{bare_cell}{cells}")
     print(f"{'iteration':<36}{'':>8}" + "".join(f"{means[n]['iteration']:>16.3f}" for n in names))
+    learning = bare["forward"] + bare["backward"] + bare["optimizer"]
+    scoring = bare["reference"] + bare["values"] + bare["reward"]
+    floors = {"every phase alone, PPO/SFT": lambda n: bare["generation"]}
+    floors["same, generation as measured"] = lambda n: means[n]["rollouts"]
+    for label, generation in floors.items():
+        cells = []
+        for n in names:
+            seconds = generation(n) + scoring + trainers[n].ppo.cfg.ppo_epochs * learning
+            cells.append(f"{seconds / (tokens[n] / sft_rate):>15.2f}x")
+        print(f"{label:<44}" + "".join(cells))
 
 
 def main() -> None:
@@ -267,7 +283,7 @@ def main() -> None:
             )
         print("goal: <= 4x at 2 epochs (the report's cost), <= 3x at 1 epoch")
         bare = alone(next(t for t in trainers.values() if not t.ppo.cfg.asynchronous))
-        phase_table(trainers, 1, bare)
+        phase_table(trainers, 1, bare, statistics.median(rates["SFT"]))
         for trainer in trainers.values():
             trainer.close()
 
