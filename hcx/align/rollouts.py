@@ -136,8 +136,8 @@ class PolicyCopy:
 class InlineRollouts(PolicyCopy):
     """Synchronous rollouts: the learner's own thread generates a batch when it asks for it.
 
-    Rollouts still arrive one by one as they finish, so the learner scores the first ones
-    between the engine steps of the rest.
+    Rollouts are yielded one by one as they finish, like the other backends' (the learner's
+    clock counts the wait for each as generation); synchronous PPO scores them once all arrived.
     """
 
     def __init__(self, *args, requests_for: Callable[[int], list[RolloutRequest]], **kwargs):
