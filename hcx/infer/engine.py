@@ -97,6 +97,14 @@ class Engine:
             return self.tokenizer.encode(prompt)
         return [int(t) for t in prompt]
 
+    def _check_pool_holds(self, what: str, tokens: int) -> None:
+        """Refuse ``what`` if its ``tokens`` could never be admitted (the pool less its watermark)."""
+        if self.pool.blocks_for(tokens) > self.cfg.num_blocks - self.cfg.watermark_blocks:
+            raise ValueError(
+                f"{what}: {tokens} tokens need more than the cache pool's "
+                f"{self.cfg.cache_tokens} tokens (engine num_blocks × block_size)"
+            )
+
     def make_request(self, prompt: Prompt, params: SamplingParams, request_id: str | None = None) -> Request:
         """Validate and build a request without queueing it (bad input fails here, at submission)."""
         ids = self.encode(prompt)
@@ -116,11 +124,7 @@ class Engine:
                 f"request {request_id}: prompt of {len(ids)} tokens + max_new_tokens {params.max_new_tokens} "
                 f"exceeds the model context of {self.model.cfg.max_seq_len} tokens"
             )
-        if self.pool.blocks_for(total) > self.cfg.num_blocks - self.cfg.watermark_blocks:
-            raise ValueError(
-                f"request {request_id}: {total} tokens need more than the cache pool's "
-                f"{self.cfg.cache_tokens} tokens (engine num_blocks × block_size)"
-            )
+        self._check_pool_holds(f"request {request_id}", total)
         if params.stop and self.tokenizer is None:
             raise ValueError(f"request {request_id}: stop strings need an engine with a tokenizer")
         if any(not 0 <= t < vocab for t in params.logit_bias):
@@ -411,8 +415,7 @@ class Engine:
         pairs = [(self.encode(c), self.encode(x)) for c, x in zip(contexts, continuations, strict=True)]
         check_pairs(pairs, self.model.cfg.max_seq_len)
         for i, (context, continuation) in enumerate(pairs):
-            if self.pool.blocks_for(len(context) + len(continuation)) > self.cfg.num_blocks:
-                raise ValueError(f"pair {i}: more tokens than the cache pool holds")
+            self._check_pool_holds(f"pair {i}", len(context) + len(continuation))
         requests = [self.make_scoring_request(c, x) for c, x in pairs]
         for request in requests:
             self.add(request)
