@@ -41,7 +41,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from hcx.config import Section
-from hcx.infer.async_engine import AsyncEngine
+from hcx.infer.async_engine import AsyncEngine, merge_deltas
 from hcx.infer.engine import Engine
 from hcx.infer.grammar import GrammarError, json_grammar, lark_grammar
 from hcx.infer.request import Delta, TokenLogprob, TopLogprobs
@@ -734,19 +734,19 @@ class Collected:
 
 async def _collect(deltas: AsyncIterator[Delta]) -> Collected:
     """A whole stream, gathered."""
-    result = Collected()
-    pieces: list[str] = []
     async with contextlib.aclosing(deltas):  # type: ignore[type-var]
-        async for delta in deltas:
-            pieces.append(delta.text)
-            result.token_ids += delta.token_ids
-            result.logprobs += delta.logprobs
-            result.top_logprobs += delta.top_logprobs
-            if delta.prompt_logprobs is not None:
-                result.prompt_logprobs = delta.prompt_logprobs
-            result.finish = delta.finish_reason or result.finish
-    result.text = "".join(pieces)
-    return result
+        received = [delta async for delta in deltas]
+    if not received:
+        return Collected()
+    whole = merge_deltas(received)
+    return Collected(
+        whole.text,
+        whole.token_ids,
+        whole.logprobs,
+        whole.top_logprobs,
+        whole.prompt_logprobs,
+        whole.finish_reason or Collected.finish,
+    )
 
 
 def _validation_message(errors: Sequence[Any]) -> tuple[str, str | None]:
