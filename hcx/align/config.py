@@ -154,7 +154,12 @@ class PpoConfig(LoopConfig):
     rollouts_per_iteration: int = Field(default=64, gt=0)
     minibatch_size: int = Field(default=16, gt=0)
     ppo_epochs: int = Field(default=2, gt=0)
-    experience_batch: int = Field(default=16, gt=0, description="finished rollouts scored together")
+    experience_batch: int = Field(
+        default=16,
+        gt=0,
+        description="finished rollouts scored together as they arrive (asynchronous PPO; "
+        "synchronous PPO scores the whole batch at once)",
+    )
     forward_tokens: int = Field(
         default=2048,
         gt=0,

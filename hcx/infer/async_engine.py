@@ -6,9 +6,9 @@ routes them to their requests' queues. The event loop keeps serving connections 
 model computes, and the next step does not wait for it: with the step awaited from the
 event loop instead, each step began only once the loop got round to it, behind the HTTP work
 of the step before (measured in ``hcx serve`` at 64 streaming clients: a median 16–19 ms gap
-between steps on a busy 2-core box, 8–11 % of the engine's time). A consumer that stops iterating — a client disconnect cancels its task, or it
-breaks out of the loop — aborts its request, which frees the running slot and the cache
-blocks before the next step.
+between steps on a busy 2-core box, 8–11 % of the engine's time). A consumer that stops
+iterating — a client disconnect cancels its task, or it breaks out of the loop — aborts its
+request, which frees the running slot and the cache blocks before the next step.
 
 With ``stream_interval`` N > 1 a stream gets its first token at once, then one delta per N
 tokens (and the last one when it finishes): what a server sends per token (frames, JSON,
