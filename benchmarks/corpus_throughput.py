@@ -10,6 +10,10 @@ A breakdown follows: wall seconds per stage, and per step of the ``filter`` stag
 summed over its tasks (datatrove's own step timers; the Kiwi model's start-up and analyses are
 inside the first word-counting rule, FineWeb Quality).
 
+Then one more Korean build with Kiwi's multi-word dictionary loaded (``kiwi_multi_words``, off
+by default: hcx.data.words says why): its time, and how many documents its corpus keeps that
+the default's does not, and the other way round.
+
 It also times Korean word segmentation alone on the same Korean sample: hcx's eojeol-cached
 Kiwi (hcx.data.words) against datatrove's own ``KiwiTokenizer`` (one Kiwi call per document).
 
@@ -65,8 +69,11 @@ def filter_step_seconds(out: Path) -> dict[str, float]:
     }
 
 
-def run(language: str, segment: str, path: Path, out: Path, tasks: int, tokenizer: str) -> Timing:
+def run(
+    language: str, segment: str, path: Path, out: Path, tasks: int, tokenizer: str, multi_words: bool = False
+) -> Timing:
     config = DataConfig(
+        kiwi_multi_words=multi_words,
         output_dir=str(out),
         tokenizer=tokenizer,
         sources=[
@@ -79,6 +86,15 @@ def run(language: str, segment: str, path: Path, out: Path, tasks: int, tokenize
     start = time.perf_counter()
     build_corpus(config, fresh=True, console=Console(file=io.StringIO()), stage_seconds=stages)
     return Timing(time.perf_counter() - start, stages, filter_step_seconds(out))
+
+
+def kept_texts(out: Path) -> set[str]:
+    """The texts of the documents in a built corpus."""
+    texts = set()
+    for path in out.glob("*.jsonl.gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            texts.update(json.loads(line)["text"] for line in f)
+    return texts
 
 
 def segmentation_mb_per_s(path: Path, megabytes: float) -> tuple[float, float]:
@@ -146,6 +162,10 @@ def main() -> None:
                 timings[language].append(timing)
                 mb = sizes[language] / 1e6
                 print(f"  repeat {repeat + 1} {language}: {mb:.2f} MB in {timing.seconds:.1f} s", flush=True)
+        default_kept = kept_texts(tmp / "out_ko")
+        args_ko = ("ko", "korean", paths["ko"], tmp / "out_ko_multi", args.tasks, tokenizer)
+        multi = run(*args_ko, multi_words=True)
+        multi_kept = kept_texts(tmp / "out_ko_multi")
         ours, reference = segmentation_mb_per_s(paths["ko"], min(args.mb, 1.0))
     rates = {}
     for language, runs in timings.items():
@@ -161,6 +181,12 @@ def main() -> None:
         f"{rates['en'][1] / rates['ko'][1]:.2f}x of bests (goal: <= 2x)"
     )
     print_breakdown(timings)
+    print(
+        f"Korean with Kiwi's multi-word dictionary: {multi.seconds:.1f} s (default: median "
+        f"{statistics.median(t.seconds for t in timings['ko']):.1f} s); of {len(default_kept):,} documents kept by "
+        f"default, {len(default_kept - multi_kept)} are not kept with it, and it keeps "
+        f"{len(multi_kept - default_kept)} others"
+    )
     print(
         f"Korean word segmentation: hcx cached Kiwi {ours:.3f} MB/s, datatrove KiwiTokenizer {reference:.3f} MB/s "
         f"({ours / reference:.1f}x)"

@@ -172,9 +172,11 @@ class CodeQualityFilter(BaseFilter):
         return True
 
 
-def prose_filters(language: str, t: ProseFilters, kiwi_model: str) -> list[BaseFilter]:
+def prose_filters(
+    language: str, t: ProseFilters, kiwi_model: str, kiwi_multi_words: bool = False
+) -> list[BaseFilter]:
     """Cheap character rules first, word statistics after, so Kiwi only sees survivors."""
-    words = word_tokenizer_for(language, kiwi_model)
+    words = word_tokenizer_for(language, kiwi_model, kiwi_multi_words)
     steps: list[BaseFilter] = []
     if t.min_chars:
         steps.append(MinLengthFilter(t.min_chars))
@@ -224,7 +226,9 @@ def build_filters(config: DataConfig) -> list[BaseFilter]:
     languages = sorted({s.language for s in config.sources if s.segment != CODE})
     steps: list[BaseFilter] = []
     for language in languages:
-        rules = prose_filters(language, config.prose_filters_for(language), config.kiwi_model)
+        rules = prose_filters(
+            language, config.prose_filters_for(language), config.kiwi_model, config.kiwi_multi_words
+        )
         steps.extend(ScopedFilter(rule, "language", language) for rule in rules)
     if any(s.segment == CODE for s in config.sources):
         steps.append(ScopedFilter(CodeQualityFilter(config.code_filters), "segment", CODE))

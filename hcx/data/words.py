@@ -6,9 +6,14 @@ these plug straight into its Gopher/FineWeb filters:
 - Korean: Kiwi morphemes. An eojeol (space-separated unit) such as ``형태소를`` is one
   English-style "word" but two morphemes (``형태소`` + ``를``); counting morphemes gives
   Korean documents meaningful word counts, lengths, stop words (particles) and n-grams.
-  Kiwi costs ~150 µs of CPU per eojeol, so each distinct eojeol is analysed once and cached
-  (on the benchmark's Korean sample: 170k eojeols, 80k distinct). Kiwi is still most of what
-  Korean costs beyond English (see ``benchmarks/corpus_throughput.py`` and docs/data.md).
+  Each distinct eojeol is analysed once and cached (on the benchmark's Korean sample: 170k
+  eojeols, 80k distinct). Kiwi is still most of what Korean costs beyond English (see
+  ``benchmarks/corpus_throughput.py`` and docs/data.md).
+- Kiwi's multi-word dictionary is off by default (``multi_words``). Its entries are names
+  written with spaces; analysed one eojeol at a time they only merge the same names written
+  without them (SKY캐슬 one noun instead of SKY + 캐슬: 0.5 % of the shared Korean text's
+  527k distinct eojeols), and loading it costs each worker process ~4 s more (5.2 vs 0.9 s
+  until the first analysis, on the 2-core Xeon; per eojeol both take ~70 µs).
 - Other languages: Unicode word runs; Han/Kana characters count as one word each, since
   Chinese and Japanese are written without spaces.
 
@@ -72,27 +77,28 @@ def _words_only(pieces: tuple[str, ...]) -> tuple[str, ...]:
 
 
 class KiwiWordTokenizer(WordTokenizer):
-    """Kiwi morphemes, analysed per eojeol with an LRU cache (pickles without the Kiwi model)."""
+    """Kiwi morphemes, analysed per eojeol with a bounded cache (pickles without the Kiwi model)."""
 
-    def __init__(self, model_type: str = "cong", cache_size: int = 1_000_000):
+    def __init__(self, model_type: str = "cong", cache_size: int = 1_000_000, multi_words: bool = False):
         super().__init__("ko")
         self.model_type = model_type
         self.cache_size = cache_size
+        self.multi_words = multi_words
         self._kiwi = None
         self._cache: dict[str, tuple[str, ...]] = {}
 
     def __getstate__(self) -> dict:
-        return {"model_type": self.model_type, "cache_size": self.cache_size, "language": self.language}
+        return {"model_type": self.model_type, "cache_size": self.cache_size, "multi_words": self.multi_words}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__(state["model_type"], state["cache_size"])
+        self.__init__(state["model_type"], state["cache_size"], state["multi_words"])
 
     @property
     def kiwi(self):
         if self._kiwi is None:
             from kiwipiepy import Kiwi
 
-            self._kiwi = Kiwi(model_type=self.model_type, num_workers=1)
+            self._kiwi = Kiwi(model_type=self.model_type, num_workers=1, load_multi_dict=self.multi_words)
         return self._kiwi
 
     def _analyse(self, eojeols: set[str]) -> None:
@@ -126,8 +132,10 @@ class KiwiWordTokenizer(WordTokenizer):
 
 
 @cache
-def word_tokenizer_for(language: str, kiwi_model: str = "cong") -> WordTokenizer:
+def word_tokenizer_for(
+    language: str, kiwi_model: str = "cong", kiwi_multi_words: bool = False
+) -> WordTokenizer:
     """One shared instance per language, so datatrove's per-text cache is hit across filters."""
     if language == "ko":
-        return KiwiWordTokenizer(kiwi_model)
+        return KiwiWordTokenizer(kiwi_model, multi_words=kiwi_multi_words)
     return UnicodeWordTokenizer(language)

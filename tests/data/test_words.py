@@ -75,6 +75,19 @@ def test_kiwi_tokenizer_pickles_without_its_model_or_cache():
     clone = pickle.loads(pickle.dumps(tokenizer))
     assert clone._kiwi is None and clone._cache == {}
     assert (clone.model_type, clone.cache_size) == (tokenizer.model_type, tokenizer.cache_size)
+    assert pickle.loads(pickle.dumps(KiwiWordTokenizer(multi_words=True))).multi_words
+
+
+def test_multi_word_dictionary_only_joins_names_written_without_spaces():
+    """Off by default: per eojeol, Kiwi's multi-word names (SKY 캐슬) can only match their
+    space-less spellings; the rest of the analysis is the same."""
+    plain = word_tokenizer_for("ko")
+    with_names = KiwiWordTokenizer(multi_words=True)
+    assert not plain.multi_words and with_names.kiwi is not plain.kiwi
+    assert plain.word_tokenize("'SKY캐슬'") == ["SKY", "캐슬"]
+    assert with_names.word_tokenize("'SKY캐슬'") == ["SKY캐슬"]
+    text = "한국어는 형태소를 붙여 단어를 만든다. 서울의 인구는 약 천만 명이다."
+    assert with_names.word_tokenize(text) == plain.word_tokenize(text)
 
 
 def test_cjk_characters_are_words_and_punctuation_is_not():
