@@ -10,13 +10,17 @@ tiny recipe's models (``bash scripts/run.sh`` first), in one compute dtype for b
 - SFT steps on packed shared conversations until they have seen as many tokens as that
   repeat's PPO iterations processed (prompt + response tokens of their rollouts).
 
-Repeats interleave the five so that machine noise hits all alike; the ratio is of seconds
-per token, the median over repeats. Then the phase table: each phase's seconds per iteration
-(from the learner's own clock, ``phases`` in the iteration record) beside the same networks
-timed alone on the same rollouts in the learner's similar-length chunks (``alone``): the
-forwards and backwards, and AdamW's step, with nothing around them. Generation's ``alone``
-is one teacher-forced forward of the policy over the rollouts: the arithmetic of decoding
-without its step-by-step overhead, a floor no autoregressive engine reaches.
+Each configuration runs in a process of its own, with its own SFT trainer, as a PPO run does:
+measured in one process, the trainers slowed each other (after the asynchronous ones had run,
+every phase of the synchronous one took 20-25 % longer, and SFT too), so the ratio depended on
+what ran before. Within a process, PPO and SFT repeats interleave so that machine noise hits
+both alike; the ratio is of seconds per token, the median over repeats. Then the phase table:
+each phase's seconds per iteration (from the learner's own clock, ``phases`` in the iteration
+record) beside the same networks timed alone on the same rollouts in the learner's
+similar-length chunks (``alone``, measured in the synchronous 1-epoch process): the forwards
+and backwards, and AdamW's step, with nothing around them. Generation's ``alone`` is one
+teacher-forced forward of the policy over the rollouts: the arithmetic of decoding without its
+step-by-step overhead, a floor no autoregressive engine reaches.
 
     .venv/bin/python benchmarks/ppo_vs_sft.py [--dtype auto] [--repeats 3] [--iterations 3]
 """
@@ -24,7 +28,10 @@ without its step-by-step overhead, a floor no autoregressive engine reaches.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -175,21 +182,12 @@ def alone(trainer: PpoTrainer, repeats: int = 3) -> dict[str, float]:
     return seconds
 
 
-def phase_table(
-    trainers: dict[str, PpoTrainer], timed_from: int, bare: dict[str, float], sft_rate: float
-) -> None:
+def phase_table(runs: dict[str, dict], bare: dict[str, float]) -> None:
     """Seconds per iteration of each phase, per configuration, beside the networks alone; then the
     floors: what an iteration would cost, as a multiple of SFT per token, if every phase ran as
     fast as alone (with generation's teacher-forced floor, and with its measured time)."""
-    means: dict[str, dict[str, float]] = {}
-    tokens: dict[str, float] = {}
-    for name, trainer in trainers.items():
-        history = trainer.ppo.history[timed_from:]
-        keys = {k for h in history for k in h["phases"]}
-        means[name] = {k: sum(h["phases"].get(k, 0.0) for h in history) / len(history) for k in keys}
-        means[name]["iteration"] = statistics.mean(h["seconds"] for h in history)
-        tokens[name] = statistics.mean(h["sequence_tokens"] for h in history)
-    epochs = max(t.ppo.cfg.ppo_epochs for t in trainers.values())
+    means = {name: run["phases"] for name, run in runs.items()}
+    epochs = max(run["epochs"] for run in runs.values())
     rows: list[tuple[str, str, str | None]] = [
         ("waiting for rollouts (generation)", "rollouts", "generation"),
         ("reference forward", "reference", "reference"),
@@ -224,10 +222,42 @@ def phase_table(
     floors["same, generation as measured"] = lambda n: means[n]["rollouts"]
     for label, generation in floors.items():
         cells = []
-        for n in names:
-            seconds = generation(n) + scoring + trainers[n].ppo.cfg.ppo_epochs * learning
-            cells.append(f"{seconds / (tokens[n] / sft_rate):>15.2f}x")
+        for n, run in runs.items():
+            seconds = generation(n) + scoring + run["epochs"] * learning
+            cells.append(f"{seconds / (run['tokens'] / run['sft_rate']):>15.2f}x")
         print(f"{label:<44}" + "".join(cells))
+
+
+def measure(args: argparse.Namespace, epochs: int, asynchronous: bool) -> dict:
+    """One configuration against SFT, repeats interleaved, in this process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = ppo_trainer(args, Path(tmp) / "ppo", asynchronous, epochs)
+        sft = sft_trainer(args, Path(tmp) / "sft")
+        ratios, rates, sft_rates = [], [], []
+        for _ in range(args.repeats):
+            seconds, tokens = time_ppo(trainer, args.iterations)
+            sft_time, sft_tokens = time_sft(sft, tokens)
+            rates.append(tokens / seconds)
+            sft_rates.append(sft_tokens / sft_time)
+            ratios.append((seconds / tokens) / (sft_time / sft_tokens))
+        history = trainer.ppo.history[1:]  # after the warm-up iteration
+        keys = {k for h in history for k in h["phases"]}
+        phases = {k: sum(h["phases"].get(k, 0.0) for h in history) / len(history) for k in keys}
+        phases["iteration"] = statistics.mean(h["seconds"] for h in history)
+        result = {
+            "epochs": epochs,
+            "machine": describe(trainer.device),
+            "dtype": str(trainer.compute_dtype),
+            "ratios": ratios,
+            "rate": statistics.median(rates),
+            "sft_rate": statistics.median(sft_rates),
+            "tokens": statistics.mean(h["sequence_tokens"] for h in history),
+            "phases": phases,
+        }
+        if not asynchronous and epochs == 1:
+            result["alone"] = alone(trainer)
+        trainer.close()
+    return result
 
 
 def main() -> None:
@@ -247,45 +277,48 @@ def main() -> None:
     parser.add_argument(
         "--ppo-epochs", type=int, nargs="+", default=[1, 2], help="ppo.ppo_epochs values, one row each"
     )
+    parser.add_argument("--one", nargs=2, metavar=("EPOCHS", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    with tempfile.TemporaryDirectory() as tmp:
-        trainers = {
-            f"{epochs} ep {'async' if asynchronous else 'sync'}": ppo_trainer(
-                args, Path(tmp) / f"ppo{epochs}{asynchronous}", asynchronous, epochs
-            )
-            for epochs in args.ppo_epochs
-            for asynchronous in (False, True)
-        }
-        sft = sft_trainer(args, Path(tmp) / "sft")
-        ratios: dict[str, list[float]] = {name: [] for name in trainers}
-        rates: dict[str, list[float]] = {name: [] for name in [*trainers, "SFT"]}
-        for _ in range(args.repeats):
-            timed = {name: time_ppo(trainer, args.iterations) for name, trainer in trainers.items()}
-            sft_time, sft_tokens = time_sft(sft, max(tokens for _, tokens in timed.values()))
-            rates["SFT"].append(sft_tokens / sft_time)
-            for name, (seconds, tokens) in timed.items():
-                rates[name].append(tokens / seconds)
-                ratios[name].append((seconds / tokens) / (sft_time / sft_tokens))
-        first = next(iter(trainers.values()))
-        print(f"\n{describe(first.device)}")
+    if args.one:  # a configuration's own process: its figures as JSON on the last line
+        print(json.dumps(measure(args, int(args.one[0]), args.one[1] == "async")))
+        return
+    runs: dict[str, dict] = {}
+    for epochs in sorted(set(args.ppo_epochs)):
+        for mode in ("sync", "async"):
+            command = [sys.executable, __file__, *forwarded(args), "--one", str(epochs), mode]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode:
+                raise SystemExit(f"{epochs} ep {mode} failed:\n{done.stderr[-4000:]}")
+            runs[f"{epochs} ep {mode}"] = json.loads(done.stdout.strip().splitlines()[-1])
+    first = next(iter(runs.values()))
+    print(f"\n{first['machine']}")
+    print(
+        f"compute dtype {first['dtype']} for PPO and SFT; {args.rollouts} rollouts x up to "
+        f"{args.max_new_tokens} new tokens, four tiny networks; each configuration in its own process "
+        f"with its own SFT, median of {args.repeats} interleaved repeats"
+    )
+    print(f"{'what':<20}{'PPO tokens/s':>13}{'SFT tokens/s':>13}{'PPO/SFT per token':>19}{'repeats':>22}")
+    for name, run in runs.items():
+        each = " ".join(f"{r:.2f}" for r in run["ratios"])
         print(
-            f"compute dtype {first.compute_dtype} for PPO and SFT; {args.rollouts} rollouts x up to "
-            f"{args.max_new_tokens} new tokens, four tiny networks; median of {args.repeats} interleaved repeats"
+            f"{'PPO, ' + name:<20}{run['rate']:>13,.0f}{run['sft_rate']:>13,.0f}"
+            f"{statistics.median(run['ratios']):>18.2f}x{each:>22}"
         )
-        print(f"{'what':<28}{'tokens/s':>10}{'PPO/SFT per token':>19}{'repeats':>26}")
-        print(f"{'SFT, packed':<28}{statistics.median(rates['SFT']):>10,.0f}{1.0:>18.2f}x")
-        for name in trainers:
-            each = " ".join(f"{r:.2f}" for r in ratios[name])
-            print(
-                f"{'PPO, ' + name:<28}{statistics.median(rates[name]):>10,.0f}"
-                f"{statistics.median(ratios[name]):>18.2f}x{each:>26}"
-            )
-        print("goal: <= 4x at 2 epochs (the report's cost), <= 3x at 1 epoch")
-        bare = alone(next(t for t in trainers.values() if not t.ppo.cfg.asynchronous))
-        phase_table(trainers, 1, bare, statistics.median(rates["SFT"]))
-        for trainer in trainers.values():
-            trainer.close()
+    print("goal: <= 4x at 2 epochs (the report's cost), <= 3x at 1 epoch")
+    bare = next((run["alone"] for run in runs.values() if "alone" in run), None)
+    if bare is not None:
+        phase_table(runs, bare)
+
+
+def forwarded(args: argparse.Namespace) -> list[str]:
+    """The command-line options a configuration's process needs."""
+    return [
+        *("--policy", str(args.policy), "--reward-model", str(args.reward_model)),
+        *("--rollouts", str(args.rollouts), "--max-new-tokens", str(args.max_new_tokens)),
+        *("--iterations", str(args.iterations), "--repeats", str(args.repeats)),
+        *("--threads", str(args.threads), "--dtype", args.dtype),
+    ]
 
 
 if __name__ == "__main__":

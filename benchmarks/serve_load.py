@@ -307,7 +307,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads on both sides")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument(
         "--stream-interval",
         type=int,

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from hcx.model import ModelConfig, Transformer
 from hcx.model.hf import export_hf
+from hcx.model.linear import Linear
 from hcx.model.load import load_model
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ class RewardModel(nn.Module):
         super().__init__()
         backbone.output = None  # the backbone now returns final hidden states
         self.backbone = backbone
-        self.head = nn.Linear(backbone.cfg.dim, 1, bias=False)
+        self.head = Linear(backbone.cfg.dim, 1, bias=False)  # row-bucketed like the backbone's
         generator = torch.Generator().manual_seed(seed) if seed is not None else None
         with torch.no_grad():
             std = 1.0 / (backbone.cfg.dim + 1) ** 0.5

@@ -4,10 +4,13 @@ Penalties, logit bias and grammar masks change the logits a request chooses from
 (:mod:`hcx.infer.logits`); the log-probabilities it reports stay the model's own.
 
 Each request owns a ``torch.Generator`` seeded from its ``seed``, and draws exactly one
-exponential vector per generated token, so what it samples depends only on its own logits
-and seed, never on which other requests share the batch (the Gumbel-max trick in its
-exponential form: ``argmax(p / q)`` with ``q ~ Exp(1)`` samples from ``p``). The exponential
-draws are ``-log(u)`` of uniform ones: on CPU, ``Tensor.exponential_`` is several times slower.
+uniform number ``u`` per generated token, so what it samples depends only on its own logits
+and seed, never on which other requests share the batch. The token is the first whose
+cumulative probability exceeds ``u`` (inverse transform sampling). One draw per token instead
+of one per vocabulary entry (the Gumbel-max trick): on the 2-core CPU, 0.37 against 1.7 ms per
+step of 48 rows over 8,192 tokens. The cumulative sum is float32: each token's interval is
+``fl(c + p) - c``, within one rounding of ``p`` (~6e-8 absolute), and a token of probability
+zero has an empty interval and is never drawn.
 """
 
 from __future__ import annotations
@@ -138,9 +141,16 @@ def sample_tokens(
             top_k = torch.tensor([params[i].top_k for i in sampled], device=device)
             top_p = torch.tensor([params[i].top_p for i in sampled], device=device)
             scaled = filter_top_k_top_p(scaled, top_k, top_p)
-        probs = scaled.softmax(dim=-1)
-        noise = torch.empty_like(probs)
-        for row, i in zip(noise, sampled, strict=True):
-            row.uniform_(generator=generators[i])
-        tokens[rows] = (probs / noise.log_().neg_()).argmax(dim=-1)
+        draws = torch.stack([torch.rand((), generator=generators[i], device=device) for i in sampled])
+        tokens[rows] = inverse_transform(scaled.softmax(dim=-1), draws)
     return tokens, logprobs.gather(-1, tokens[:, None])[:, 0]
+
+
+def inverse_transform(probs: Tensor, draws: Tensor) -> Tensor:
+    """One token per row of ``probs`` (B, V): the first whose cumulative probability exceeds the
+    row's uniform draw in [0, 1) (scaled to the row's rounded total)."""
+    cumulative = probs.cumsum(dim=-1)
+    total = cumulative[:, -1]
+    # Below the total, so that a draw rounding up to it cannot fall past the last nonzero token.
+    target = torch.minimum(draws * total, torch.nextafter(total, torch.zeros_like(total)))
+    return torch.searchsorted(cumulative, target[:, None], right=True)[:, 0]

@@ -6,7 +6,7 @@ import math
 
 import torch
 
-from hcx.infer.sampling import SamplingParams, filter_top_k_top_p, sample_tokens
+from hcx.infer.sampling import SamplingParams, filter_top_k_top_p, inverse_transform, sample_tokens
 
 
 def test_top_k_and_top_p_keep_the_right_tokens():
@@ -93,3 +93,21 @@ def test_padding_ids_past_the_tokenizer_are_never_drawn_but_count_in_logprobs():
     tokens, logprobs = sample_tokens(logits, params, generators, num_tokens=3)
     assert tokens[0] == 1 and tokens[1] in (1, 2)
     torch.testing.assert_close(logprobs, logits.log_softmax(-1).gather(-1, tokens[:, None])[:, 0])
+
+
+def test_inverse_transform_never_draws_a_token_of_probability_zero():
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.5, 0.0], [0.0, 0.0, 1.0, 0.0, 0.0]])
+    # 0 and the largest float32 below 1, which rounds the scaled draw up to the total.
+    for draw in (0.0, 0.25, 0.5, 0.75, float(torch.nextafter(torch.tensor(1.0), torch.tensor(0.0)))):
+        tokens = inverse_transform(probs, torch.tensor([draw, draw]))
+        assert tokens[1] == 2 and tokens[0] in (1, 3)
+        assert tokens[0] == (1 if draw < 0.5 else 3)
+
+
+def test_inverse_transform_intervals_are_the_probabilities():
+    """Evenly spaced draws land on each token in proportion to its probability."""
+    probs = torch.softmax(torch.randn(1, 200, generator=torch.Generator().manual_seed(0)) * 2, -1)
+    n = 50_000
+    tokens = inverse_transform(probs.expand(n, -1), (torch.arange(n) + 0.5) / n)
+    counts = torch.bincount(tokens, minlength=200).float() / n
+    torch.testing.assert_close(counts, probs[0], atol=1.5 / n, rtol=0)  # each count within one draw
