@@ -183,9 +183,9 @@ def main() -> None:
     print_breakdown(timings)
     print(
         f"Korean with Kiwi's multi-word dictionary: {multi.seconds:.1f} s (default: median "
-        f"{statistics.median(t.seconds for t in timings['ko']):.1f} s); of {len(default_kept):,} documents kept by "
-        f"default, {len(default_kept - multi_kept)} are not kept with it, and it keeps "
-        f"{len(multi_kept - default_kept)} others"
+        f"{statistics.median(t.seconds for t in timings['ko']):.1f} s); documents kept by default "
+        f"{len(default_kept):,}, of them dropped with it {len(default_kept - multi_kept)}, "
+        f"kept only with it {len(multi_kept - default_kept)}"
     )
     print(
         f"Korean word segmentation: hcx cached Kiwi {ours:.3f} MB/s, datatrove KiwiTokenizer {reference:.3f} MB/s "

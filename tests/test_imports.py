@@ -11,7 +11,7 @@ import ast
 from pathlib import Path
 
 LAYERS = [
-    {"paths", "config", "records", "sql"},
+    {"allocator", "paths", "config", "records", "sql"},
     {"data"},
     {"tokenizer"},
     {"model"},
