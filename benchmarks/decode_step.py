@@ -28,7 +28,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from machine import describe
 from torch import Tensor
 
@@ -38,7 +37,7 @@ from hcx.infer.engine import Engine
 from hcx.infer.prompts import chat_prompt_ids, read_user_turns
 from hcx.infer.sampling import SamplingParams
 from hcx.model import Transformer
-from hcx.model.attention import AttentionContext
+from hcx.model.attention import AttentionContext, sdpa
 from hcx.model.load import load_model
 from hcx.model.precision import compute_dtype
 from hcx.paths import find_data_dir
@@ -57,14 +56,7 @@ class DenseCache(AttentionContext):
         keys, values = self.keys[layer], self.values[layer]
         keys[self.rows, self.lengths] = k[:, 0]
         values[self.rows, self.lengths] = v[:, 0]
-        y = F.scaled_dot_product_attention(
-            q.transpose(1, 2),
-            keys.transpose(1, 2),
-            values.transpose(1, 2),
-            attn_mask=self.mask,
-            enable_gqa=True,
-        )
-        return y.transpose(1, 2)
+        return sdpa(q, keys, values, mask=self.mask)
 
 
 def dense_step(model: Transformer, keys: Tensor, values: Tensor) -> Callable[[Tensor, Tensor], Tensor]:

@@ -29,7 +29,7 @@ from torch import Tensor
 PackedBackend = Literal["auto", "flex", "segments", "dense"]
 
 
-def _sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
+def sdpa(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None = None, causal: bool = False) -> Tensor:
     """SDPA on (B, T, H, D) tensors."""
     y = F.scaled_dot_product_attention(
         q.transpose(1, 2),
@@ -62,7 +62,7 @@ class Causal(AttentionContext):
         return cls(torch.arange(length, device=device)[None])
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        return _sdpa(q, k, v, causal=True)
+        return sdpa(q, k, v, causal=True)
 
 
 def document_causal_mask(doc_ids: Tensor) -> Tensor:
@@ -167,7 +167,7 @@ class DocumentCausal(AttentionContext):
 
     def attend(self, layer: int, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         if self.backend == "dense":
-            return _sdpa(q, k, v, mask=self.mask)
+            return sdpa(q, k, v, mask=self.mask)
         if self.backend == "flex":
             flex = _compiled_flex()
             y = flex(
@@ -182,7 +182,7 @@ class DocumentCausal(AttentionContext):
         qf, kf, vf = (t.reshape(B * T, *t.shape[2:]) for t in (q, k, v))
         parts, rows = [], []
         for g in self.groups:
-            y = _sdpa(qf[g.index], kf[g.index], vf[g.index], causal=True)
+            y = sdpa(qf[g.index], kf[g.index], vf[g.index], causal=True)
             if g.valid is None:
                 parts.append(y.flatten(0, 1))
                 rows.append(g.index.flatten())
@@ -229,9 +229,9 @@ class PagedKV(AttentionContext):
                 start, end = g.packed_from, g.packed_from + g.query_index.numel()
                 rows = (g.query_index.shape[0], g.query_index.shape[1])
                 parts = (t[start:end].view(*rows, *t.shape[1:]) for t in (q, k, v))
-                out[start:end] = _sdpa(*parts, causal=True).flatten(0, 1)
+                out[start:end] = sdpa(*parts, causal=True).flatten(0, 1)
                 continue
-            y = _sdpa(
+            y = sdpa(
                 q[g.query_index], keys[g.key_slots], values[g.key_slots], mask=g.mask, causal=g.mask is None
             )
             if g.query_valid is None:
