@@ -4,9 +4,9 @@ glibc serves a request above its mmap threshold with a fresh mapping and gives t
 heap back to the system once more than its trim threshold is free there; memory it maps anew
 is paid for in page faults when first written. The thresholds start at 128 KiB and move as
 blocks are freed, but a model's steps still met fresh pages at every vocabulary-wide tensor:
-the engine's decode step of the tiny model at 64 rows took 9.7 ms on the 2-core Xeon, 7.0 ms
-with the thresholds fixed at 32 MiB (mmap, glibc's largest) and 64 MiB (trim), measured by
-``benchmarks/decode_step.py``. Fixed, freed blocks stay in the heap for the next request, as
+the engine's decode step of the tiny model at 64 rows took 9.0–9.2 ms on the 2-core Xeon,
+6.4–6.6 ms with the thresholds fixed at 32 MiB (mmap, glibc's largest) and 64 MiB (trim),
+measured by ``benchmarks/decode_step.py``. Fixed, freed blocks stay in the heap for the next request, as
 PyTorch's caching allocator keeps them on a GPU; the price is a resident size that stays near
 its peak instead of shrinking.
 
