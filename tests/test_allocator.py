@@ -11,16 +11,15 @@ import pytest
 from hcx.allocator import GLIBC_SETTINGS
 
 
-def tuned_in_fresh_process(**env: str) -> bool:
+def fresh_python(code: str, *args: str, **env: str) -> str:
+    """Standard output of ``code`` in a new interpreter, without any allocator setting of ours."""
     clean = {k: v for k, v in os.environ.items() if k not in ("HCX_MALLOC_TUNING", *GLIBC_SETTINGS)}
-    done = subprocess.run(
-        [sys.executable, "-c", "import hcx; print(hcx.ALLOCATOR_TUNED)"],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.strip() == "True"
+    command = [sys.executable, "-c", code, *args]
+    return subprocess.run(command, env={**clean, **env}, capture_output=True, text=True, check=True).stdout
+
+
+def tuned_in_fresh_process(**env: str) -> bool:
+    return fresh_python("import hcx; print(hcx.ALLOCATOR_TUNED)", **env).strip() == "True"
 
 
 def test_importing_hcx_fixes_the_thresholds_on_glibc():
@@ -36,10 +35,11 @@ def test_the_user_can_keep_glibc_defaults_or_their_own_settings():
 
 
 FAULTS_PER_STEP = """
-import ctypes, resource, sys, torch, hcx
+import ctypes, resource, sys, torch
+from hcx.allocator import M_MMAP_THRESHOLD, M_TRIM_THRESHOLD
 if sys.argv[1] == "initial":  # glibc's starting thresholds, fixed: its later ones depend on what was freed before
     libc = ctypes.CDLL(None)
-    assert libc.mallopt(-3, 128 * 1024) and libc.mallopt(-1, 128 * 1024)
+    assert libc.mallopt(M_MMAP_THRESHOLD, 128 * 1024) and libc.mallopt(M_TRIM_THRESHOLD, 128 * 1024)
 def step():  # a step's few vocabulary-wide temporaries: four 2 MiB tensors, written, then freed
     tensors = [torch.ones(512 * 1024) for _ in range(4)]
     del tensors
@@ -53,11 +53,8 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20)
 
 
 def faults_per_step(thresholds: str) -> float:
-    env = {k: v for k, v in os.environ.items() if k not in ("HCX_MALLOC_TUNING", *GLIBC_SETTINGS)}
-    if thresholds == "initial":
-        env["HCX_MALLOC_TUNING"] = "0"
-    command = [sys.executable, "-c", FAULTS_PER_STEP, thresholds]
-    return float(subprocess.run(command, env=env, capture_output=True, text=True, check=True).stdout)
+    env = {"HCX_MALLOC_TUNING": "0"} if thresholds == "initial" else {}
+    return float(fresh_python(FAULTS_PER_STEP, thresholds, **env))
 
 
 def test_freed_tensors_are_reused_without_page_faults():
